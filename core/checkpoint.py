@@ -1,0 +1,119 @@
+"""Resumable checkpoints: every rank saves, a directory appears only once complete, ``resume=auto``.
+
+Layout of ``<run>/checkpoints/step-00000100/``::
+
+    <role>/...                DeepSpeed engine state per trainable role (module, optimizer, scheduler)
+    ema-<role>.safetensors    EMA weights
+    rng_state_rank<r>.pt      python / numpy / torch RNG states of rank r
+    trainer_state.json        step, config hash, resolved config
+
+It is written as ``step-XXXXXXXX.tmp`` and renamed when every rank is done, so a kill mid-save leaves
+the previous checkpoint as the latest complete one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from core import distributed as dist
+from core.errors import UserError
+
+STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_save_safetensors(tensors: dict, path: Path, metadata: Optional[dict] = None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest(root: Path) -> Optional[Path]:
+    if not root.is_dir():
+        return None
+    done = sorted(p for p in root.iterdir() if STEP_DIR.match(p.name) and (p / "trainer_state.json").is_file())
+    return done[-1] if done else None
+
+
+def save(root: Path, step: int, engines: dict, emas: dict, trainer_state: dict, keep: int) -> Path:
+    final = root / f"step-{step:08d}"
+    tmp = root / f"step-{step:08d}.tmp"
+    if dist.is_main():
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    dist.barrier()
+    for role, engine in engines.items():
+        engine.save_checkpoint(str(tmp), tag=role, client_state={"step": step})
+    torch.save(rng_state(), tmp / f"rng_state_rank{dist.rank()}.pt")
+    if dist.is_main():
+        for role, ema in emas.items():
+            atomic_save_safetensors(ema.state_dict(), tmp / f"ema-{role}.safetensors")
+        (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
+    dist.barrier()
+    if dist.is_main():
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        old = sorted(p for p in root.iterdir() if STEP_DIR.match(p.name))[:-keep]
+        for p in old:
+            shutil.rmtree(p, ignore_errors=True)
+    dist.barrier()
+    return final
+
+
+def load(path: Path, engines: dict, emas: dict, config_hash: str) -> int:
+    state_file = path / "trainer_state.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"checkpoint '{path}' is unreadable ({state_file.name}: {exc}); "
+                        f"remove it or set trainer.resume=never") from None
+    if state.get("config_hash") != config_hash:
+        raise UserError(f"checkpoint '{path}' was made with config hash {state.get('config_hash')}, this run has "
+                        f"{config_hash}; use another trainer.output_dir or set trainer.resume=never")
+    for role, engine in engines.items():
+        try:
+            loaded, _ = engine.load_checkpoint(str(path), tag=role)
+        except Exception as exc:  # DeepSpeed raises many types for truncated/corrupt files
+            raise UserError(f"checkpoint '{path}' role '{role}' could not be loaded: {exc}") from None
+        if loaded is None:
+            raise UserError(f"checkpoint '{path}' has no state for role '{role}'")
+    for role, ema in emas.items():
+        f = path / f"ema-{role}.safetensors"
+        try:
+            ema.load_state_dict(load_file(str(f)))
+        except Exception as exc:
+            raise UserError(f"checkpoint file '{f}' could not be loaded: {exc}") from None
+    rng_file = path / f"rng_state_rank{dist.rank()}.pt"
+    if rng_file.is_file():
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    return int(state["step"])

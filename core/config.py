@@ -1,0 +1,221 @@
+"""Typed run configuration: ``key=value`` overrides, YAML files, plugin schemas, and the config hash.
+
+A resolved config is a plain nested dict::
+
+    {"trainer": {...}, "eval": {...}, "teacher": {"name": "digits", ...}, "method": {"name": "dimo", ...},
+     "divergence": {"name": "fkl"}, ...}
+
+Each section is validated by its pydantic model: ``TrainerConfig``/``EvalConfig`` for the core sections,
+the selected plugin's ``Config`` for plugin sections. Layers, lowest first: core defaults, the method's
+``trainer_defaults``, the teacher's recipe for that method, ``config=file.yaml`` files, then the command line.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.errors import UserError
+from registry import get_registry
+from registry.registry import UnknownPluginError
+
+
+class TrainerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(1000, ge=0, description="optimizer steps")
+    batch_size: int = Field(64, gt=0, description="global batch (split over processes)")
+    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage for trainable roles")
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: only at the end)")
+    keep_checkpoints: int = Field(2, ge=1)
+    resume: str = Field("auto", description="auto (latest checkpoint in output_dir, if any), never, or a path")
+    output_dir: Optional[str] = Field(None, description="default: runs/<method>-<teacher>-<config hash>")
+    log_every: int = Field(25, gt=0)
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    wandb_project: str = "dimo"
+    progress: bool = True
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    samples_per_class: int = Field(100, gt=0)
+    teacher_steps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    batch_size: int = Field(500, gt=0)
+    seed: int = 1234
+    metrics: list[str] = Field(default_factory=lambda: ["frechet", "inception_score", "prdc", "accuracy"])
+
+
+CORE_SECTIONS: dict[str, type[BaseModel]] = {"trainer": TrainerConfig, "eval": EvalConfig}
+# Results do not depend on these, so they are left out of the config hash.
+UNHASHED = {"trainer": {"output_dir", "resume", "wandb", "wandb_project", "progress", "log_every",
+                        "checkpoint_every", "keep_checkpoints", "device"}}
+DEFAULT_CHOICES = {"method": "dimo", "teacher": "digits"}
+
+
+# ------------------------------------------------------------------------------------------------
+# parsing
+# ------------------------------------------------------------------------------------------------
+
+def parse_value(text: str) -> Any:
+    """Scalars stay strings (pydantic converts them by the declared type); lists and maps are YAML."""
+    stripped = text.strip()
+    if stripped[:1] in "[{":
+        try:
+            return yaml.safe_load(stripped)
+        except yaml.YAMLError as exc:
+            raise UserError(f"could not parse '{text}' as a list or mapping: {exc}") from None
+    if stripped.lower() in ("null", "none", "~"):
+        return None
+    return text
+
+
+def parse_overrides(args: list[str]) -> tuple[list[dict], dict]:
+    """``key=value`` arguments -> (config files' contents, nested overrides)."""
+    files, overrides = [], {}
+    for arg in args:
+        if "=" not in arg:
+            raise UserError(f"argument '{arg}' is not of the form key=value (e.g. method=dimo, "
+                            f"method.lr=1e-5, config=run.yaml)")
+        key, value = arg.split("=", 1)
+        if key == "config":
+            files.append(load_yaml(value))
+            continue
+        set_path(overrides, key.split("."), parse_value(value), arg)
+    return files, overrides
+
+
+def load_yaml(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file '{path}' is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file '{path}' must hold a mapping of sections, not {type(data).__name__}")
+    return {k: ({"name": v} if isinstance(v, str) and k not in CORE_SECTIONS else v) for k, v in data.items()}
+
+
+def set_path(tree: dict, keys: list[str], value: Any, arg: str = "") -> None:
+    if not all(keys):
+        raise UserError(f"argument '{arg}' has an empty key")
+    if len(keys) == 1 and keys[0] not in CORE_SECTIONS:
+        keys = [keys[0], "name"]             # a bare group key selects a plugin: method=dimo
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise UserError(f"argument '{arg}': '{k}' is a value, not a section")
+    node[keys[-1]] = value
+
+
+def merge(base: dict, top: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# resolution
+# ------------------------------------------------------------------------------------------------
+
+def resolve(args: list[str], base: Optional[dict] = None) -> dict:
+    """Resolve command-line arguments into a validated, fully populated config dict."""
+    files, overrides = parse_overrides(args)
+    user: dict = copy.deepcopy(base or {})
+    for f in files:
+        user = merge(user, f)
+    user = merge(user, overrides)
+    return resolve_dict(user)
+
+
+def resolve_dict(user: dict) -> dict:
+    reg = get_registry()
+    method_name = user.get("method", {}).get("name") or DEFAULT_CHOICES["method"]
+    teacher_name = user.get("teacher", {}).get("name") or DEFAULT_CHOICES["teacher"]
+    method_cls = lookup("method", method_name)
+    teacher_cls = lookup("teacher", teacher_name)
+    groups = ("teacher", "method") + tuple(method_cls.uses)
+
+    unknown = set(user) - set(CORE_SECTIONS) - set(groups)
+    for key in sorted(unknown):
+        if key in reg.entries:
+            raise UserError(f"'{key}' is not used by method '{method_name}'; it takes: "
+                            f"{', '.join(groups[2:]) or 'no other plugins'}")
+        raise UserError(f"unknown config section '{key}'; valid sections: "
+                        f"{', '.join(list(CORE_SECTIONS) + list(groups))}")
+
+    layered: dict = {"trainer": dict(method_cls.trainer_defaults)}
+    recipe = getattr(teacher_cls, "recipes", {}).get(method_name, {})
+    layered = merge(layered, recipe)
+    layered = merge(layered, user)
+
+    resolved: dict = {}
+    for section, model in CORE_SECTIONS.items():
+        resolved[section] = validate(model, layered.get(section, {}), section)
+    for kind in groups:
+        values = dict(layered.get(kind, {}))
+        name = values.pop("name", None) or {"method": method_name, "teacher": teacher_name}.get(kind) \
+            or method_cls.defaults.get(kind)
+        if name is None:
+            raise UserError(f"method '{method_name}' needs a {kind}: set {kind}=<name> "
+                            f"(valid: {', '.join(reg.names(kind))})")
+        cls = lookup(kind, name)
+        resolved[kind] = {"name": name, **validate(cls.Config, values, kind)}
+    return resolved
+
+
+def lookup(kind: str, name: str):
+    try:
+        return get_registry().get(kind, name)
+    except UnknownPluginError as exc:
+        raise UserError(str(exc)) from None
+
+
+def validate(model: type[BaseModel], values: Any, section: str) -> dict:
+    if not isinstance(values, dict):
+        raise UserError(f"'{section}' must be a mapping of fields, got {values!r}")
+    try:
+        return model.model_validate(values).model_dump(mode="json")
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, model, section)) from None
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], section: str) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join([section] + [str(p) for p in err["loc"]])
+        if err["type"] == "extra_forbidden":
+            valid = ", ".join(sorted(model.model_fields)) or "(no fields)"
+            lines.append(f"{path}: unknown field (got {err['input']!r}); valid fields of {section}: {valid}")
+        else:
+            lines.append(f"{path}: {err['msg']} (got {err['input']!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def section_config(resolved: dict, kind: str):
+    """The validated pydantic config object of a plugin section."""
+    values = dict(resolved[kind])
+    cls = lookup(kind, values.pop("name"))
+    return cls, cls.Config.model_validate(values)
+
+
+def config_hash(resolved: dict) -> str:
+    hashed = {k: {f: v for f, v in sec.items() if f not in UNHASHED.get(k, ())} if isinstance(sec, dict) else sec
+              for k, sec in resolved.items() if k != "eval"}
+    blob = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def to_yaml(resolved: dict) -> str:
+    return yaml.safe_dump(resolved, sort_keys=False)

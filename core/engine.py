@@ -1,0 +1,247 @@
+"""The training engine: runs any method. One DeepSpeed engine per trainable role, frozen models in
+inference, EMA, checkpoints with resume, logging and a progress bar. Methods hold only their algorithm."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from core import checkpoint, distributed as dist
+from core.config import config_hash, section_config, to_yaml
+from core.errors import UserError
+from core.interfaces import Method, Role, SetupContext, StepContext, Teacher
+from core.tracking import MetricLogger
+from core.export import save_student
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    student_path: Optional[Path]
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_dir_for(resolved: dict) -> Path:
+    out = resolved["trainer"]["output_dir"]
+    if out:
+        return Path(out)
+    return Path("runs") / f"{resolved['method']['name']}-{resolved['teacher']['name']}-{config_hash(resolved)}"
+
+
+def build_plugins(resolved: dict, kinds) -> dict:
+    plugins = {}
+    for kind in kinds:
+        cls, cfg = section_config(resolved, kind)
+        plugins[kind] = cls(cfg)
+    return plugins
+
+
+def build_method(resolved: dict) -> tuple[Method, Teacher]:
+    teacher_cls, teacher_cfg = section_config(resolved, "teacher")
+    teacher = teacher_cls(teacher_cfg)
+    method_cls, method_cfg = section_config(resolved, "method")
+    method = method_cls(method_cfg)
+    method.attach(teacher, build_plugins(resolved, method_cls.uses))
+    return method, teacher
+
+
+def seed_step(seed: int, step: int, rank: int) -> None:
+    """Every step draws from a seed fixed by (seed, step, rank): a resumed run repeats exactly."""
+    torch.manual_seed((seed * 1_000_003 + step * 7919 + rank * 104_729) % (2 ** 63))
+
+
+def zero3_gather(module: nn.Module, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    import deepspeed
+    return deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
+
+
+class Trainer:
+    def __init__(self, resolved: dict):
+        self.cfg = resolved
+        self.tcfg = resolved["trainer"]
+        self.hash = config_hash(resolved)
+        self.run_dir = run_dir_for(resolved)
+
+    # -- setup -----------------------------------------------------------------------------------
+    def _deepspeed_config(self, role: Role, micro: int, trainable: bool) -> dict:
+        stage = self.tcfg["zero_stage"] if trainable else (3 if self.tcfg["zero_stage"] == 3 else 0)
+        cfg = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": 1,
+               "zero_optimization": {"stage": stage}, "steps_per_print": 10 ** 9, "wall_clock_breakdown": False,
+               "zero_allow_untested_optimizer": True}
+        if trainable and role.grad_clip:
+            cfg["gradient_clipping"] = role.grad_clip
+        return cfg
+
+    def _engine(self, name: str, role: Role, micro: int):
+        import deepspeed
+        module = role.module.to(self.device)
+        if not role.trainable:
+            module.eval().requires_grad_(False)
+            if self.tcfg["zero_stage"] == 3:   # shard frozen models too when training is ZeRO-3
+                engine, *_ = deepspeed.initialize(model=module, config=self._deepspeed_config(role, micro, False))
+                return engine
+            return module
+        params = [p for p in module.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"role '{name}' is trainable but has no parameter that requires grad")
+        opt = torch.optim.Adam(params, lr=role.lr, betas=role.betas, eps=role.eps, weight_decay=role.weight_decay)
+        warm = max(role.warmup_steps, 0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        engine, *_ = deepspeed.initialize(model=module, optimizer=opt, lr_scheduler=sched,
+                                          config=self._deepspeed_config(role, micro, True))
+        engine.train()
+        return engine
+
+    def setup(self) -> None:
+        self.device = dist.init(self.tcfg["device"])
+        self.rank, self.world = dist.rank(), dist.world_size()
+        if self.tcfg["batch_size"] % self.world:
+            raise UserError(f"trainer.batch_size={self.tcfg['batch_size']} is not divisible by the "
+                            f"{self.world} processes")
+        self.micro = self.tcfg["batch_size"] // self.world
+        self.run_dir = Path(dist.broadcast_object(str(self.run_dir)))
+        if dist.is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.atomic_write_text(self.run_dir / "config.yaml", to_yaml(self.cfg))
+            checkpoint.atomic_write_text(self.run_dir / "config_hash.txt", self.hash + "\n")
+        dist.barrier()
+        torch.manual_seed(self.tcfg["seed"])
+        self.method, self.teacher = build_method(self.cfg)
+        teacher_net = None
+        if getattr(self.method, "needs_teacher_weights", True):
+            teacher_net = self.teacher.build_network(load_weights=True).to(self.device).eval().requires_grad_(False)
+        ctx = SetupContext(teacher=self.teacher, plugins=self.method.plugins, device=self.device,
+                           world_size=self.world, rank=self.rank, micro_batch=self.micro, teacher_network=teacher_net)
+        self.roles = self.method.setup(ctx)
+        self.models = {name: self._engine(name, role, self.micro) for name, role in self.roles.items()}
+        self.engines = {n: m for n, m in self.models.items() if self.roles[n].trainable}
+        self.emas = {n: copy.deepcopy(self._module(n)).eval().requires_grad_(False)
+                     for n, r in self.roles.items() if r.ema_decay}
+        self.data = self.teacher.dataset() if self.method.needs_data else None
+        if self.method.needs_data and self.data is None:
+            raise UserError(f"method '{self.cfg['method']['name']}' needs real data, but teacher "
+                            f"'{self.cfg['teacher']['name']}' provides none")
+        self.use_bf16 = self.tcfg["precision"] == "bf16" or (self.tcfg["precision"] == "auto"
+                                                             and self.device.type == "cuda")
+
+    def _module(self, name: str) -> nn.Module:
+        model = self.models[name]
+        return model.module if hasattr(model, "module") else model
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.use_bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _batch(self, step: int):
+        """Epoch-wise permutations of the data, identical on every rank; each rank takes its slice."""
+        tokens, cond = self.data
+        n, bs = tokens.shape[0], self.tcfg["batch_size"]
+        start, idx = step * bs, []
+        while len(idx) < bs:
+            epoch, offset = divmod(start + len(idx), n)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.tcfg["seed"] * 31 + epoch))
+            idx.extend(perm[offset: offset + bs - len(idx)].tolist())
+        mine = torch.tensor(idx[self.rank * self.micro:(self.rank + 1) * self.micro])
+        return tokens[mine].to(self.device), cond[mine].to(self.device)
+
+    def _update(self, role: str, loss: torch.Tensor) -> None:
+        engine = self.engines[role]
+        engine.backward(loss)
+        if self.roles[role].nan_to_num and self.tcfg["zero_stage"] < 2:
+            for p in engine.module.parameters():
+                if p.grad is not None:
+                    torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+        engine.step()
+        self._grad_norms[role] = engine.get_global_grad_norm()
+
+    def _update_ema(self, step: int) -> None:
+        for name, ema in self.emas.items():
+            decay = min(self.roles[name].ema_decay, (1 + step) / (10 + step))
+            src = self._module(name)
+            with torch.no_grad(), zero3_gather(src, self.tcfg["zero_stage"] == 3):
+                for e, p in zip(ema.parameters(), src.parameters()):
+                    e.lerp_(p.detach().to(e.dtype), 1 - decay)
+
+    def train(self) -> RunResult:
+        t0 = time.time()
+        self.setup()
+        start = 0
+        ckpt_root = self.run_dir / "checkpoints"
+        resume = self.tcfg["resume"]
+        if resume != "never":
+            path = checkpoint.latest(ckpt_root) if resume == "auto" else Path(resume)
+            if resume not in ("auto",) and not (path / "trainer_state.json").is_file():
+                raise UserError(f"trainer.resume='{resume}' is not a checkpoint folder (no trainer_state.json); "
+                                f"valid: auto, never, or a path to a step-XXXXXXXX folder")
+            if path is not None:
+                start = checkpoint.load(path, self.engines, self.emas, self.hash)
+        logger = MetricLogger(self.run_dir, self.cfg, self.tcfg["wandb"], self.tcfg["wandb_project"],
+                              self.run_dir.name)
+        if start:
+            logger.console(f"dimo: resumed from step {start} in {ckpt_root}")
+        steps = self.tcfg["steps"]
+        bar = tqdm(total=steps, initial=start, disable=not (dist.is_main() and self.tcfg["progress"]),
+                   desc=f"{self.cfg['method']['name']}:{self.cfg['teacher']['name']}", dynamic_ncols=True)
+        history, last = [], time.time()
+        for step in range(start, steps):
+            seed_step(self.tcfg["seed"], step, self.rank)
+            self._grad_norms: dict[str, Any] = {}
+            ctx = StepContext(step=step, models=self.models, update=self._update,
+                              batch=self._batch(step) if self.data is not None else None,
+                              device=self.device, autocast=self._autocast)
+            logs = self.method.train_step(ctx)
+            self._update_ema(step)
+            done = step + 1
+            if done % self.tcfg["log_every"] == 0 or done == steps:
+                now = time.time()
+                rate = self.tcfg["log_every"] / max(now - last, 1e-9)
+                last = now
+                record = {**{k: float(v) for k, v in logs.items()},
+                          **{f"grad_norm/{k}": float(v) for k, v in self._grad_norms.items() if v is not None},
+                          "lr": self._lr(), "samples_per_s": rate * self.tcfg["batch_size"]}
+                history.append({"step": done, **record})
+                logger.log(done, record)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in list(logs.items())[:3]})
+            bar.update(1)
+            every = self.tcfg["checkpoint_every"]
+            if every and done % every == 0 and done < steps:
+                self._save(ckpt_root, done)
+        bar.close()
+        student = self._export()
+        logger.close()
+        dist.barrier()
+        return RunResult(self.run_dir, student, history, time.time() - t0)
+
+    def _lr(self) -> float:
+        for engine in self.engines.values():
+            return float(engine.get_lr()[0])
+        return 0.0
+
+    def _save(self, root: Path, step: int) -> None:
+        checkpoint.save(root, step, self.engines, self.emas,
+                        {"config_hash": self.hash, "config": self.cfg}, self.tcfg["keep_checkpoints"])
+
+    def _export(self) -> Optional[Path]:
+        role = self.method.student_role
+        src = self.emas.get(role) or self._module(role)
+        with zero3_gather(src, self.tcfg["zero_stage"] == 3 and role not in self.emas):
+            path = None
+            if dist.is_main():
+                path = save_student(src, self.cfg, self.run_dir, used_ema=role in self.emas)
+                self.method.finalize(src, self.run_dir)
+        dist.barrier()
+        return self.run_dir / "student.safetensors"

@@ -1,0 +1,124 @@
+"""Evaluation: N samples per class from a teacher at k steps or a student at 1 step, scored by metric
+plugins in the task evaluator's feature space, written as JSON with a PNG grid per model."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from core.interfaces import EvalData, Samples, Teacher
+
+DEFAULT_METRICS = ("frechet", "inception_score", "prdc", "accuracy")
+
+
+def sample_per_class(generate: Callable[[Tensor, torch.Generator], Tensor], teacher: Teacher, per_class: int,
+                     batch_size: int, seed: int, desc: str = "sampling") -> tuple[Samples, float]:
+    """Tokens for ``per_class`` samples of every class; returns samples and generation seconds."""
+    labels = torch.arange(teacher.num_classes).repeat_interleave(per_class)
+    g = torch.Generator().manual_seed(seed)
+    out, seconds = [], 0.0
+    for chunk in tqdm(labels.split(batch_size), desc=desc, leave=False, disable=None):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out.append(generate(chunk, g).cpu())
+        seconds += time.perf_counter() - t0
+    tokens = torch.cat(out)
+    return Samples(images=teacher.decode(tokens).cpu(), labels=labels, tokens=tokens), seconds
+
+
+class Scorer:
+    """Holds the evaluator and the real features so that several models are scored against one reference."""
+
+    def __init__(self, teacher: Teacher, metrics=DEFAULT_METRICS):
+        from registry.registry import build
+        self.evaluator = teacher.evaluator()
+        if self.evaluator is None:
+            raise ValueError(f"teacher {type(teacher).__name__} has no evaluator")
+        real_images, self.real_labels = self.evaluator.reference()
+        self.real_features = self.evaluator.features(real_images)
+        self.real_logits = self.evaluator.logits(real_images)
+        self.metrics = [build("metric", m) for m in metrics]
+
+    def score(self, samples: Samples) -> dict[str, float]:
+        data = EvalData(real_features=self.real_features, fake_features=self.evaluator.features(samples.images),
+                        real_logits=self.real_logits, fake_logits=self.evaluator.logits(samples.images),
+                        real_labels=self.real_labels, fake_labels=samples.labels, samples=samples)
+        out: dict[str, float] = {}
+        for metric in self.metrics:
+            out.update(metric.compute(data))
+        return out
+
+    def real_vs_real(self, seed: int = 0) -> dict[str, float]:
+        """The noise floor: one half of the real data against the other."""
+        perm = torch.randperm(len(self.real_labels), generator=torch.Generator().manual_seed(seed))
+        a, b = perm[: len(perm) // 2], perm[len(perm) // 2:]
+        data = EvalData(real_features=self.real_features[a], fake_features=self.real_features[b],
+                        real_logits=self.real_logits[a], fake_logits=self.real_logits[b],
+                        real_labels=self.real_labels[a], fake_labels=self.real_labels[b])
+        out: dict[str, float] = {}
+        for metric in self.metrics:
+            out.update(metric.compute(data))
+        return out
+
+
+def format_table(rows: list[dict], keys=("fd", "is", "precision", "recall", "density", "coverage",
+                                          "accuracy", "samples_per_s")) -> str:
+    keys = [k for k in keys if any(k in r for r in rows)]
+    head = ["model", "steps"] + keys
+    lines = [head] + [[r["model"], str(r["steps"])] + [f"{r[k]:.4g}" if k in r else "-" for k in keys]
+                      for r in rows]
+    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
+    fmt = lambda l: "  ".join(v.rjust(w) if i > 1 else v.ljust(w) for i, (v, w) in enumerate(zip(l, widths)))
+    return "\n".join([fmt(lines[0]), "  ".join("-" * w for w in widths)] + [fmt(l) for l in lines[1:]])
+
+
+def evaluate_models(models: list[tuple[str, int, Callable]], teacher: Teacher, eval_cfg: dict,
+                    run_dir: Optional[Path] = None) -> tuple[list[dict], dict[str, Samples]]:
+    """``models``: (name, steps, generate(cond, generator) -> tokens). Returns result rows and samples."""
+    scorer = Scorer(teacher, eval_cfg.get("metrics", DEFAULT_METRICS))
+    rows, samples = [], {}
+    for name, steps, fn in models:
+        s, seconds = sample_per_class(fn, teacher, eval_cfg["samples_per_class"], eval_cfg["batch_size"],
+                                      eval_cfg["seed"], desc=f"{name} {steps} step(s)")
+        row = {"model": name, "steps": steps, **scorer.score(s), "samples_per_s": len(s.labels) / seconds}
+        rows.append(row)
+        samples[f"{name}@{steps}"] = s
+        if run_dir is not None:
+            from core.images import save_grid
+            save_grid(s.images, s.labels, run_dir / f"samples_{name}_{steps}step.png")
+    return rows, samples
+
+
+def write_results(path: Path, rows: list[dict], resolved: dict, extra: Optional[dict] = None) -> Path:
+    from core.config import config_hash
+    from core.export import versions
+    from core.checkpoint import atomic_write_text
+    payload = {"config": resolved, "config_hash": config_hash(resolved), "seed": resolved["eval"]["seed"],
+               "train_seed": resolved["trainer"]["seed"], "versions": versions(), "rows": rows, **(extra or {})}
+    atomic_write_text(path, json.dumps(payload, indent=1))
+    return path
+
+
+def evaluate_command(args: list[str]) -> int:
+    from core.config import EvalConfig, validate
+    from core.errors import UserError
+    from core.export import load_student
+    opts = dict(a.split("=", 1) for a in args if "=" in a)
+    if "checkpoint" not in opts:
+        raise UserError("evaluate needs checkpoint=<run folder or student.safetensors>")
+    method, teacher, net, resolved = load_student(opts.pop("checkpoint"))
+    eval_cfg = dict(resolved["eval"])
+    overrides = {k.split(".", 1)[1]: v for k, v in opts.items() if k.startswith("eval.")}
+    unknown = [k for k in opts if not k.startswith("eval.")]
+    if unknown:
+        raise UserError(f"evaluate: unknown key(s) {', '.join(unknown)}; valid: checkpoint, eval.<field>")
+    eval_cfg = validate(EvalConfig, {**eval_cfg, **overrides}, "eval")
+    models = [("student", k, lambda c, g, k=k: method.generate(net, c, g, steps=k)) for k in method.sample_steps]
+    rows, _ = evaluate_models(models, teacher, eval_cfg)
+    print(format_table(rows))
+    return 0

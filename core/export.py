@@ -1,0 +1,64 @@
+"""Students as self-describing artifacts: ``student.safetensors`` + ``student.json`` (the resolved config
+that made it), loadable back for generation with ``python -m core.run generate checkpoint=...``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from core.checkpoint import atomic_save_safetensors, atomic_write_text
+from core.config import config_hash, resolve_dict
+from core.errors import UserError
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+    out = {}
+    for pkg in ("dimo", "torch", "deepspeed"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def save_student(module: nn.Module, resolved: dict, run_dir: Path, used_ema: bool) -> Path:
+    path = run_dir / "student.safetensors"
+    meta = {"config_hash": config_hash(resolved), "method": resolved["method"]["name"],
+            "teacher": resolved["teacher"]["name"], "ema": str(used_ema)}
+    atomic_save_safetensors(module.state_dict(), path, metadata=meta)
+    atomic_write_text(run_dir / "student.json", json.dumps({"config": resolved, **meta,
+                                                            "versions": versions()}, indent=1))
+    return path
+
+
+def load_student(checkpoint: str):
+    """``checkpoint``: a run folder or its ``student.safetensors``. Returns (method, teacher, network, config)."""
+    from core.engine import build_method
+
+    p = Path(checkpoint)
+    weights = p / "student.safetensors" if p.is_dir() else p
+    card = weights.with_name("student.json")
+    if not weights.is_file():
+        raise UserError(f"checkpoint '{checkpoint}' not found: expected a run folder or a student.safetensors file")
+    if not card.is_file():
+        raise UserError(f"checkpoint '{checkpoint}' has no student.json beside it, so its config is unknown")
+    try:
+        resolved = resolve_dict(json.loads(card.read_text())["config"])
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise UserError(f"'{card}' is not a valid student card: {exc}") from None
+    method, teacher = build_method(resolved)
+    network = teacher.build_network(load_weights=False)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"checkpoint '{weights}' is corrupt or not a safetensors file: {exc}") from None
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(f"checkpoint '{weights}' does not match teacher '{resolved['teacher']['name']}': "
+                        f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    return method, teacher, network.eval().requires_grad_(False), resolved

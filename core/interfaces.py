@@ -1,0 +1,286 @@
+"""The abstract roles dimo's engine works with. Plugins implement these; core knows no concrete one.
+
+Every plugin class takes its validated config as the first constructor argument and exposes a nested
+pydantic ``Config`` with ``extra="forbid"`` (see :class:`PluginConfig`).
+
+Token conventions used everywhere:
+  * a token grid is a LongTensor ``[B, L]``; code ids are ``0 .. V-1`` and ``mask_id`` is the [M] token;
+  * networks return logits over the ``V`` real codes, ``[B, L, V]`` (never over [M]);
+  * a *condition* is whatever the teacher's network takes (class ids ``[B]`` for class-conditional teachers);
+    ``Teacher.null_condition`` gives the unconditional branch used by classifier-free guidance.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Optional, Protocol, runtime_checkable
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+
+class PluginConfig(BaseModel):
+    """Base of every plugin's options: unknown keys are errors, never silently dropped."""
+    model_config = ConfigDict(extra="forbid")
+
+
+class Plugin:
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+
+    def __init__(self, config: PluginConfig):
+        self.config = config
+
+
+# ---------------------------------------------------------------------------------------------------
+# Networks and teachers
+# ---------------------------------------------------------------------------------------------------
+
+@runtime_checkable
+class MaskedNetwork(Protocol):
+    """A bidirectional masked-token network (MaskGit-style), the shape of teacher, generator and aux.
+
+    ``noise_sigma`` applies the variance-preserving embedding perturbation of Di[M]O
+    (``e <- sigma * n + sqrt(1 - sigma^2) * e`` on the token embeddings, official code).
+    ``inputs_embeds`` replaces the token-embedding lookup (soft embeddings, TTEO).
+    """
+
+    def __call__(self, tokens: Optional[Tensor], cond: Any, *, noise_sigma: float = 0.0,
+                 inputs_embeds: Optional[Tensor] = None) -> Tensor: ...
+
+    def embed_tokens(self, tokens: Tensor) -> Tensor: ...
+
+    def code_embeddings(self) -> Tensor:
+        """``[V, D]`` input-embedding rows of the real codes: Emb(z) = E^T softmax(z) uses these."""
+
+    def frozen_parameters(self) -> Iterable[nn.Parameter]:
+        """Parameters Di[M]O keeps fixed in generator and aux: token embedding, tied head, positions."""
+
+
+class Teacher(Plugin):
+    """A frozen masked diffusion model plus everything around it (grid, conditions, decoder, data).
+
+    Subclasses set ``seq_len``, ``vocab_size`` (number of real codes V), ``mask_id`` and ``num_classes``.
+    """
+    seq_len: int
+    vocab_size: int
+    mask_id: int
+    num_classes: Optional[int] = None
+    image_shape: Optional[tuple[int, int, int]] = None   # (C, H, W) of decoded images, if any
+
+    def build_network(self, load_weights: bool = True) -> nn.Module:
+        """The MDM network; with ``load_weights`` the teacher's trained weights (from its checkpoint)."""
+        raise NotImplementedError
+
+    def sample_conditions(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        return torch.randint(0, self.num_classes, (n,), generator=generator)
+
+    def null_condition(self, cond: Tensor) -> Tensor:
+        """The unconditional counterpart of ``cond`` for classifier-free guidance."""
+        raise NotImplementedError
+
+    def decode(self, tokens: Tensor) -> Tensor:
+        """Token grid -> images ``[B, C, H, W]`` in [0, 1]."""
+        raise NotImplementedError
+
+    def decode_soft(self, probs: Tensor) -> Tensor:
+        """Per-token code distributions ``[B, L, V]`` -> images (expected codebook vectors), differentiable."""
+        raise NotImplementedError
+
+    def input_class_token_ids(self) -> Tensor:
+        """Input-embedding ids of the class tokens (for the Table 6 'random class tokens' control)."""
+        raise NotImplementedError(f"{type(self).__name__} has no class tokens in its input vocabulary")
+
+    def dataset(self) -> Optional[tuple[Tensor, Tensor]]:
+        """Real ``(tokens [N, L], conditions [N])`` for pre-training and GAN heads; None if data-free."""
+        return None
+
+    def evaluator(self) -> Optional["Evaluator"]:
+        """Feature extractor and reference data for metrics, if the teacher has one."""
+        return None
+
+    def save_pretrained(self, network: nn.Module, path: str) -> None:
+        raise NotImplementedError
+
+
+class Evaluator(Protocol):
+    """What metrics need from a task: features and class logits of images, and reference images."""
+    def features(self, images: Tensor) -> Tensor: ...
+    def logits(self, images: Tensor) -> Tensor: ...
+    def reference(self) -> tuple[Tensor, Tensor]: ...   # (images, labels) of real data
+
+
+# ---------------------------------------------------------------------------------------------------
+# Masked diffusion pieces
+# ---------------------------------------------------------------------------------------------------
+
+class MaskSchedule(Plugin):
+    """gamma: progress r in [0, 1] -> fraction of masked tokens; gamma(0) = 1 (all [M]), gamma(1) = 0."""
+
+    def gamma(self, r: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def sample_ratio(self, n: int, generator: Optional[torch.Generator] = None, device=None) -> Tensor:
+        """Mask ratios of the forward process: gamma(r) with r ~ U[0, 1] (MaskGit training)."""
+        r = torch.rand(n, generator=generator, device=device)
+        return self.gamma(r)
+
+
+class Divergence(Plugin):
+    """Token-level D(p_teacher || p_aux) and its closed-form gradient wrt the aux logits.
+
+    Both take log-probabilities ``[..., V]`` (log_softmax of logits) so they stay finite for
+    probabilities near 0 and large vocabularies.
+    """
+
+    def value(self, logp_teacher: Tensor, logp_aux: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def grad(self, logp_teacher: Tensor, logp_aux: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+@dataclass
+class InitSample:
+    tokens: Tensor                 # [B, L] x_init
+    noise_sigma: float = 0.0       # variance-preserving embedding noise for the generator forward
+
+
+class InitStrategy(Plugin):
+    """Builds the generator's input x_init."""
+
+    def __call__(self, batch_size: int, teacher: Teacher, generator: Optional[torch.Generator] = None,
+                 device=None) -> InitSample:
+        raise NotImplementedError
+
+
+class Sampler(Plugin):
+    """A multi-step teacher sampler."""
+
+    def sample(self, network: nn.Module, teacher: Teacher, cond: Tensor, steps: int,
+               generator: Optional[torch.Generator] = None) -> Tensor:
+        raise NotImplementedError
+
+
+class Discriminator(Plugin):
+    """Soft-Di[M]O GAN head on (masked) embeddings: D(emb [B, L, D], r [B], cond) -> logit [B]."""
+
+    def build(self, teacher: Teacher, teacher_network: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+
+class Reward(Plugin):
+    """A differentiable reward on decoded images: higher is better, shape [B]."""
+
+    def __call__(self, images: Tensor, cond: Any, teacher: Teacher) -> Tensor:
+        raise NotImplementedError
+
+
+class Metric(Plugin):
+    """A metric over generated samples, computed in the feature space of the task's evaluator.
+    ``compute`` returns named scalars; ``higher_is_better`` says which way each one is good."""
+    higher_is_better: ClassVar[dict[str, bool]] = {}
+
+    def compute(self, data: "EvalData") -> dict[str, float]:
+        raise NotImplementedError
+
+
+@dataclass
+class Samples:
+    images: Tensor                   # [N, C, H, W] in [0, 1]
+    labels: Optional[Tensor] = None  # conditioning classes [N]
+    tokens: Optional[Tensor] = None
+
+
+@dataclass
+class EvalData:
+    """Features (and class logits) of real and generated images, computed once per evaluation."""
+    real_features: Tensor
+    fake_features: Tensor
+    real_logits: Optional[Tensor] = None
+    fake_logits: Optional[Tensor] = None
+    real_labels: Optional[Tensor] = None
+    fake_labels: Optional[Tensor] = None
+    samples: Optional[Samples] = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Methods: the algorithm only; the engine owns the loop, DeepSpeed, checkpoints and logging
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Role:
+    """A model the method needs. Trainable roles become DeepSpeed engines with their own optimizer."""
+    module: nn.Module
+    trainable: bool = True
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: Optional[float] = None
+    ema_decay: Optional[float] = None     # keep an EMA copy (with warm-up min(decay, (1+k)/(10+k)))
+    nan_to_num: bool = False              # official Di[M]O: nan -> 0, inf -> +-1e5 in grads
+
+
+@dataclass
+class SetupContext:
+    teacher: Teacher
+    plugins: dict[str, Plugin]            # the method's other plugins by kind (divergence, init, ...)
+    device: torch.device
+    world_size: int
+    rank: int
+    micro_batch: int                      # per-process batch
+    teacher_network: nn.Module            # loaded, frozen
+
+
+@dataclass
+class StepContext:
+    step: int
+    models: dict[str, Any]                # role -> engine (trainable) or module (frozen)
+    update: Callable[[str, Tensor], None] # update(role, loss): backward, clip, optimizer step
+    batch: Optional[tuple[Tensor, Tensor]] = None   # real (tokens, cond) if the method needs data
+    device: torch.device = torch.device("cpu")
+    autocast: Callable[[], Any] = field(default=lambda: torch.autocast("cpu", enabled=False))
+
+
+class Method(Plugin):
+    """One training/distillation algorithm.
+
+    ``uses``: plugin kinds it takes from the config (with ``defaults`` naming the default choice).
+    ``needs_data``: the engine feeds real ``(tokens, cond)`` batches.
+    ``student_role``: the role exported at the end (its EMA if it has one).
+    """
+    uses: ClassVar[tuple[str, ...]] = ()
+    defaults: ClassVar[dict[str, str]] = {}
+    trainer_defaults: ClassVar[dict[str, Any]] = {}
+    needs_data: ClassVar[bool] = False
+    student_role: ClassVar[str] = "generator"
+    needs_teacher_weights: ClassVar[bool] = True   # False for methods that train a teacher from scratch
+    sample_steps: ClassVar[tuple[int, ...]] = (1,)  # step counts its student samples at (evaluation rows)
+    teacher_calls_per_step: ClassVar[int] = 1       # declared cost: teacher forwards per training step
+    offline_stages: ClassVar[tuple[str, ...]] = ()  # e.g. ("pair_generation",): cached stages before training
+
+    @classmethod
+    def applicable(cls, teacher: Teacher) -> bool:
+        """Whether this method can run on ``teacher`` (suites list only applicable methods)."""
+        return not cls.needs_data or teacher.dataset() is not None
+
+    def attach(self, teacher: Teacher, plugins: dict[str, Plugin]) -> None:
+        """Called by core before ``setup``/``generate``: the teacher and the plugins named in ``uses``."""
+        self.teacher = teacher
+        self.plugins = plugins
+
+    def setup(self, ctx: SetupContext) -> dict[str, Role]:
+        raise NotImplementedError
+
+    def train_step(self, ctx: StepContext) -> dict[str, float]:
+        raise NotImplementedError
+
+    def finalize(self, student: nn.Module, run_dir) -> None:
+        """Called on rank 0 after the student is exported (e.g. mdm caches a new teacher)."""
+
+    def generate(self, network: nn.Module, cond: Tensor, generator: Optional[torch.Generator] = None,
+                 steps: Optional[int] = None, **kwargs: Any) -> Tensor:
+        """Sample tokens from the exported student for conditions ``cond`` (``steps``: one of
+        ``sample_steps``; None means the first)."""
+        raise NotImplementedError

@@ -1,0 +1,72 @@
+"""The main job: (pre-train the teacher if needed) -> train the method -> evaluate teacher and student."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from core import distributed as dist
+from core.config import resolve_dict
+from core.engine import Trainer, build_method
+from core.evaluate import evaluate_models, format_table, write_results
+from core.export import load_student
+
+
+def pretrain_teacher_if_needed(resolved: dict) -> None:
+    """Embedded teachers without cached weights are pre-trained with ``mdm`` first (same process)."""
+    method, teacher = build_method(resolved)
+    has = getattr(teacher, "has_weights", None)
+    if not method.needs_teacher_weights or has is None or has():
+        return
+    if dist.is_main():
+        print(f"dimo: no pre-trained {resolved['teacher']['name']} teacher cached; pre-training it with method=mdm")
+    pre = resolve_dict({"method": {"name": "mdm"}, "teacher": copy.deepcopy(resolved["teacher"]),
+                        "trainer": {"seed": resolved["trainer"]["seed"], "zero_stage": resolved["trainer"]["zero_stage"],
+                                    "wandb": resolved["trainer"]["wandb"], "progress": resolved["trainer"]["progress"]},
+                        "eval": {"enabled": False}})
+    main_job(pre)
+
+
+def main_job(resolved: dict) -> dict:
+    pretrain_teacher_if_needed(resolved)
+    result = Trainer(resolved).train()
+    summary = {"run_dir": str(result.run_dir), "train_seconds": result.seconds}
+    if dist.is_main():
+        print(f"dimo: trained in {result.seconds:.0f} s; run folder {result.run_dir}")
+    if resolved["eval"]["enabled"] and dist.is_main():
+        summary["rows"] = evaluate_run(resolved, result.run_dir)
+    dist.barrier()
+    return summary
+
+
+def evaluate_run(resolved: dict, run_dir: Path) -> list[dict]:
+    method, teacher, student, _ = load_student(str(run_dir))
+    if teacher.evaluator() is None:
+        return []
+    eval_cfg = resolved["eval"]
+    sampler = method.plugins.get("sampler")
+    models = []
+    if method.needs_teacher_weights:   # a distilled student: compare against its teacher at k steps
+        teacher_net = teacher.build_network(load_weights=True).eval()
+        for k in eval_cfg["teacher_steps"]:
+            models.append(("teacher", k, lambda c, g, k=k: sampler.sample(teacher_net, teacher, c, k, g)))
+        for k in method.sample_steps:
+            models.append(("student", k, lambda c, g, k=k: method.generate(student, c, g, steps=k)))
+    else:                              # a trained teacher: its own samples at k steps
+        for k in eval_cfg["teacher_steps"]:
+            models.append((resolved["method"]["name"], k,
+                           lambda c, g, k=k: method.generate(student, c, g, steps=k)))
+    rows, samples = evaluate_models(models, teacher, eval_cfg, run_dir)
+    path = write_results(run_dir / "results.json", rows, resolved)
+    print(format_table(rows))
+    print(f"dimo: results in {path}")
+    if method.needs_teacher_weights and "teacher@16" in samples:
+        from core.images import save_panels
+        k = method.sample_steps[0]
+        st = samples[f"student@{k}"]
+        save_panels({"teacher, 16 steps": (samples["teacher@16"].images, samples["teacher@16"].labels),
+                     f"student, {k} step{'s' if k > 1 else ''}": (st.images, st.labels)},
+                    run_dir / "teacher16_vs_student.png")
+    return rows

@@ -1,0 +1,102 @@
+"""dimo's command line.
+
+    python -m core.run [COMMAND] [key=value ...]
+
+Commands:
+    train (default)  train with the selected method; with no arguments: method=dimo teacher=digits,
+                     which pre-trains the digits teacher if none is cached, distils a one-step student,
+                     evaluates teacher (1, 2, 4, 8, 16 steps) and student (1 step) and prints a table
+    plugins          list installed plugins: kind, name, distribution, version
+    show-config      print the resolved config (and its hash) without running
+    generate         sample from a trained student: checkpoint=<run folder> n=64 [out=grid.png] [seed=0]
+    evaluate         evaluate a trained student: checkpoint=<run folder> [eval.samples_per_class=...]
+
+Keys:
+    method=NAME, teacher=NAME, divergence=NAME, ...   select a plugin
+    method.lr=1e-5, teacher.checkpoint=PATH, ...      set a field of the selected plugin
+    trainer.steps=100, trainer.zero_stage=2, ...      core options (trainer.*, eval.*)
+    config=run.yaml                                   a YAML file of sections (command-line keys refine it)
+
+Bad input exits with code 2 and a one-paragraph message naming the field, the value and what is allowed.
+Environment: DIMO_DISABLE_PLUGIN_AUTOLOAD=1 loads built-in plugins only; DIMO_DISABLED_PLUGINS=a,b blocks
+entry points by name; DIMO_CACHE moves the cache of pre-trained embedded teachers.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from core.errors import UserError
+
+COMMANDS = ("train", "plugins", "show-config", "generate", "evaluate")
+
+
+def cmd_plugins(args: list[str]) -> int:
+    from registry import get_registry
+    reg = get_registry()
+    rows = [(i.kind, i.name, i.distribution, i.version, i.plugin) for i in reg.all()]
+    head = ("KIND", "NAME", "DISTRIBUTION", "VERSION", "ENTRY POINT")
+    widths = [max(len(str(r[c])) for r in rows + [head]) for c in range(5)]
+    for r in [head] + rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+    for f in reg.failures:
+        print(f"FAILED  {f.plugin} ({f.distribution}): {f.error}")
+    return 0
+
+
+def cmd_show_config(args: list[str]) -> int:
+    from core.config import config_hash, resolve, to_yaml
+    resolved = resolve(args)
+    print(to_yaml(resolved), end="")
+    print(f"# config hash: {config_hash(resolved)}")
+    return 0
+
+
+def cmd_train(args: list[str]) -> int:
+    from core.config import resolve
+    from core.pipeline import main_job
+    main_job(resolve(args))
+    return 0
+
+
+def cmd_generate(args: list[str]) -> int:
+    from core.generate import generate_command
+    return generate_command(args)
+
+
+def cmd_evaluate(args: list[str]) -> int:
+    from core.evaluate import evaluate_command
+    return evaluate_command(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(__doc__.strip())
+        return 0
+    command = "train"
+    if argv and "=" not in argv[0]:
+        command = argv.pop(0)
+        if command not in COMMANDS:
+            import difflib
+            close = difflib.get_close_matches(command, COMMANDS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            print(f"dimo: unknown command '{command}'.{hint} Valid commands: {', '.join(COMMANDS)}.",
+                  file=sys.stderr)
+            return 2
+    handler = {"train": cmd_train, "plugins": cmd_plugins, "show-config": cmd_show_config,
+               "generate": cmd_generate, "evaluate": cmd_evaluate}[command]
+    try:
+        return handler(argv)
+    except UserError as exc:
+        print(f"dimo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dimo: interrupted; the last complete checkpoint is kept (resume with trainer.resume=auto)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

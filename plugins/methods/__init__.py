@@ -1,0 +1,1 @@
+"""Method plugins: one algorithm per module."""

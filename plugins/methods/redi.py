@@ -1,0 +1,7 @@
+"""(being written)"""
+from registry import hookimpl
+
+
+@hookimpl
+def dimo_register(register):
+    pass

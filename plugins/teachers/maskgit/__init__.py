@@ -1,0 +1,3 @@
+from registry import hookimpl
+@hookimpl
+def dimo_register(register): pass

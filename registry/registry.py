@@ -1,0 +1,169 @@
+"""Entry-point discovery and the name -> class table, one per plugin kind."""
+from __future__ import annotations
+
+import difflib
+import importlib.metadata as md
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel
+
+from registry import hookspecs
+
+KINDS = ("teacher", "method", "divergence", "init", "schedule", "sampler",
+         "discriminator", "reward", "metric")
+GROUP = "dimo"
+# Kill switches, named like pytest's and tox's.
+ENV_DISABLE_AUTOLOAD = "DIMO_DISABLE_PLUGIN_AUTOLOAD"   # only the built-in (dimo distribution) plugins load
+ENV_BLOCKED = "DIMO_DISABLED_PLUGINS"                    # comma-separated entry-point names never loaded
+BUILTIN_DIST = "dimo"
+
+
+class UnknownPluginError(KeyError):
+    def __init__(self, kind: str, name: str, valid: list[str]):
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        self.message = (f"unknown {kind} '{name}'.{hint} Valid {kind} names: "
+                        f"{', '.join(sorted(valid)) or '(none installed)'}.")
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class PluginInfo:
+    kind: str
+    name: str
+    cls: type
+    plugin: str          # entry-point name
+    distribution: str
+    version: str
+
+
+@dataclass
+class LoadFailure:
+    plugin: str
+    distribution: str
+    error: str
+
+
+@dataclass
+class Registry:
+    entries: dict[str, dict[str, PluginInfo]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    failures: list[LoadFailure] = field(default_factory=list)
+
+    # -- registration -------------------------------------------------------------------------
+    def add(self, kind: str, name: str, cls: type, *, plugin: str, distribution: str, version: str) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"plugin '{plugin}' registers unknown kind '{kind}'; valid kinds: {', '.join(KINDS)}")
+        config = getattr(cls, "Config", None)
+        if not (isinstance(config, type) and issubclass(config, BaseModel)):
+            raise TypeError(f"{kind} '{name}' from plugin '{plugin}' has no pydantic `Config` class")
+        if config.model_config.get("extra") != "forbid":
+            raise TypeError(f"{kind} '{name}': its Config must set model_config = ConfigDict(extra='forbid')")
+        existing = self.entries[kind].get(name)
+        if existing is not None:
+            if existing.distribution == BUILTIN_DIST and distribution != BUILTIN_DIST:
+                print(f"dimo: {kind} '{name}' from {distribution} ignored: the built-in one takes precedence",
+                      file=sys.stderr)
+                return
+            if existing.cls is not cls:
+                raise ValueError(f"{kind} '{name}' registered twice: by {existing.distribution} "
+                                 f"({existing.plugin}) and by {distribution} ({plugin})")
+        self.entries[kind][name] = PluginInfo(kind, name, cls, plugin, distribution, version)
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.entries[kind])
+
+    def info(self, kind: str, name: str) -> PluginInfo:
+        if kind not in KINDS:
+            raise UnknownPluginError("plugin kind", kind, list(KINDS))
+        try:
+            return self.entries[kind][name]
+        except KeyError:
+            raise UnknownPluginError(kind, name, self.names(kind)) from None
+
+    def get(self, kind: str, name: str) -> type:
+        return self.info(kind, name).cls
+
+    def all(self) -> list[PluginInfo]:
+        return [info for kind in KINDS for _, info in sorted(self.entries[kind].items())]
+
+
+def _entry_points() -> list[tuple[md.EntryPoint, md.Distribution]]:
+    """Entry points of the dimo group, de-duplicated by (distribution, name): editable installs and
+    lib64 -> lib symlinks can make one distribution appear twice."""
+    seen, found = set(), []
+    for dist in md.distributions():
+        for ep in dist.entry_points:
+            if ep.group != GROUP:
+                continue
+            key = (dist.metadata["Name"], ep.name)
+            if key not in seen:
+                seen.add(key)
+                found.append((ep, dist))
+    return found
+
+
+def load_registry() -> Registry:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    registry = Registry()
+    blocked = {n.strip() for n in os.environ.get(ENV_BLOCKED, "").split(",") if n.strip()}
+    autoload = os.environ.get(ENV_DISABLE_AUTOLOAD, "").lower() not in ("1", "true", "yes")
+    for ep, dist in _entry_points():
+        dist_name = dist.metadata["Name"]
+        if ep.name in blocked or (not autoload and dist_name != BUILTIN_DIST):
+            continue
+        try:
+            module = ep.load()
+            if pm.is_registered(module):
+                continue
+            pm.register(module, name=f"{dist_name}:{ep.name}")
+
+            def register(kind: str, name: str, cls: type, _ep=ep, _dist=dist_name, _ver=dist.version) -> None:
+                registry.add(kind, name, cls, plugin=_ep.name, distribution=_dist, version=_ver)
+
+            impls = [i for i in pm.hook.dimo_register.get_hookimpls() if i.plugin is module]
+            if not impls:
+                raise AttributeError(f"module {ep.value} has no @hookimpl dimo_register(register)")
+            for impl in impls:  # pluggy verified the signature against the hookspec at register()
+                impl.function(register=register)
+        except Exception as exc:  # one broken plugin must not break the framework
+            if dist_name == BUILTIN_DIST:
+                raise
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            registry.failures.append(LoadFailure(ep.name, f"{dist_name} {dist.version}", detail))
+            print(f"dimo: plugin '{ep.name}' from {dist_name} {dist.version} failed to load and is skipped: "
+                  f"{detail}", file=sys.stderr)
+    return registry
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = load_registry()
+    return _REGISTRY
+
+
+def reset_registry() -> None:
+    global _REGISTRY
+    _REGISTRY = None
+
+
+def build(kind: str, name: str, config: Any = None, **kwargs: Any) -> Any:
+    """Instantiate a registered plugin with a validated config (dict or Config instance)."""
+    cls = get_registry().get(kind, name)
+    if not isinstance(config, BaseModel):
+        config = cls.Config.model_validate(config or {})
+    return cls(config, **kwargs)
