@@ -30,27 +30,27 @@ class TrainerConfig(BaseModel):
     steps: int = Field(1000, ge=0, description="optimizer steps")
     batch_size: int = Field(64, gt=0, description="global batch (split over processes)")
     zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage for trainable roles")
-    seed: int = 0
+    seed: int = Field(0, description="training seed; every step reseeds from (seed, step, rank), so resume is exact")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA (nccl) if available, else CPU (gloo)")
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: only at the end)")
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=1, description="older complete checkpoints are pruned")
     resume: str = Field("auto", description="auto (latest checkpoint in output_dir, if any), never, or a path")
     output_dir: Optional[str] = Field(None, description="default: runs/<method>-<teacher>-<config hash>")
-    log_every: int = Field(25, gt=0)
-    wandb: Literal["offline", "online", "disabled"] = "offline"
-    wandb_project: str = "dimo"
-    progress: bool = True
+    log_every: int = Field(25, gt=0, description="steps between metric records (metrics.jsonl, wandb, progress bar)")
+    wandb: Literal["offline", "online", "disabled"] = Field("offline", description="wandb mode; offline runs sync later with `wandb sync`")
+    wandb_project: str = Field("dimo", description="wandb project name")
+    progress: bool = Field(True, description="tqdm progress bar with losses and throughput (rank 0)")
 
 
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-    samples_per_class: int = Field(100, gt=0)
-    teacher_steps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
-    batch_size: int = Field(500, gt=0)
-    seed: int = 1234
-    metrics: list[str] = Field(default_factory=lambda: ["frechet", "inception_score", "prdc", "accuracy"])
+    enabled: bool = Field(True, description="evaluate after training (rank 0)")
+    samples_per_class: int = Field(100, gt=0, description="generated samples per class for every evaluated model")
+    teacher_steps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], description="teacher sampling step counts to evaluate beside the student")
+    batch_size: int = Field(500, gt=0, description="generation batch")
+    seed: int = Field(1234, description="sampling seed of the evaluation")
+    metrics: list[str] = Field(default_factory=lambda: ["frechet", "inception_score", "prdc", "accuracy"], description="metric plugins computed on every evaluated model")
 
 
 CORE_SECTIONS: dict[str, type[BaseModel]] = {"trainer": TrainerConfig, "eval": EvalConfig}

@@ -125,10 +125,11 @@ class Trainer:
         ctx = SetupContext(teacher=self.teacher, plugins=self.method.plugins, device=self.device,
                            world_size=self.world, rank=self.rank, micro_batch=self.micro, teacher_network=teacher_net)
         self.roles = self.method.setup(ctx)
+        # EMA copies are taken before DeepSpeed wraps (and, under ZeRO-3, partitions) the modules.
+        self.emas = {n: copy.deepcopy(r.module).to(self.device).eval().requires_grad_(False)
+                     for n, r in self.roles.items() if r.ema_decay}
         self.models = {name: self._engine(name, role, self.micro) for name, role in self.roles.items()}
         self.engines = {n: m for n, m in self.models.items() if self.roles[n].trainable}
-        self.emas = {n: copy.deepcopy(self._module(n)).eval().requires_grad_(False)
-                     for n, r in self.roles.items() if r.ema_decay}
         self.data = self.teacher.dataset() if self.method.needs_data else None
         if self.method.needs_data and self.data is None:
             raise UserError(f"method '{self.cfg['method']['name']}' needs real data, but teacher "
@@ -210,7 +211,7 @@ class Trainer:
                 now = time.time()
                 rate = self.tcfg["log_every"] / max(now - last, 1e-9)
                 last = now
-                record = {**{k: float(v) for k, v in logs.items()},
+                record = {**self._mean_over_ranks(logs),
                           **{f"grad_norm/{k}": float(v) for k, v in self._grad_norms.items() if v is not None},
                           "lr": self._lr(), "samples_per_s": rate * self.tcfg["batch_size"]}
                 history.append({"step": done, **record})
@@ -225,6 +226,14 @@ class Trainer:
         logger.close()
         dist.barrier()
         return RunResult(self.run_dir, student, history, time.time() - t0)
+
+    def _mean_over_ranks(self, logs: dict) -> dict:
+        """Logged values are averaged over processes, so curves compare across world sizes."""
+        values = torch.tensor([float(v) for v in logs.values()], dtype=torch.float64)
+        if self.world > 1:
+            torch.distributed.all_reduce(values)
+            values /= self.world
+        return dict(zip(logs, values.tolist()))
 
     def _lr(self) -> float:
         for engine in self.engines.values():

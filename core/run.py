@@ -98,5 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    import warnings
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # DeepSpeed's ZeRO-3 calls torch collectives that torch marks deprecated: noise, not the user's concern.
+    warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.distributed.*")
     sys.exit(main())

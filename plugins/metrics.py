@@ -46,10 +46,10 @@ class InceptionStyleScore(Metric):
 
     def compute(self, data: EvalData) -> dict[str, float]:
         from torchmetrics.image.inception import InceptionScore
-        score = InceptionScore(feature=_Precomputed(data.fake_logits.shape[1]), splits=self.config.splits,
-                               normalize=False)
         with warnings.catch_warnings():  # feature-buffer and one-split std warnings are expected here
             warnings.simplefilter("ignore")
+            score = InceptionScore(feature=_Precomputed(data.fake_logits.shape[1]), splits=self.config.splits,
+                                   normalize=False)
             score.update(data.fake_logits.double())
             mean, _ = score.compute()
         return {"is": float(mean)}

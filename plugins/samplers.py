@@ -1,11 +1,18 @@
 """Multi-step teacher samplers (MaskGit-style parallel decoding), any step count.
 
-All start from an all-[M] grid; at step s they predict every token (CFG on logits, temperature), and
-reveal enough positions that gamma((s+1)/S) of the grid stays masked. They differ in *which* masked
-positions are revealed:
-  * ``random``: uniformly at random (the paper's teacher default, App. D: "choose token to remask randomly");
-  * ``confidence``: MaskGit's most-confident-first with Gumbel noise annealed to 0 over the steps;
+All start from an all-[M] grid; at step s of S they predict every token (CFG on logits, temperature) and
+reveal some masked positions; the count per step follows the mask schedule (``step_counts``). They
+differ in *which* masked positions are revealed:
+  * ``random``: uniformly at random (the paper's teacher default, App. D: "choose token to remask randomly";
+    MaskGIT-pytorch ``randomize="random"``);
+  * ``confidence``: most-confident-first, log p plus Gumbel noise annealed linearly to 0 (MaskGIT-pytorch
+    ``randomize="linear"``, ``r_temp``);
   * ``halton``: a fixed low-discrepancy spatial order (Halton-MaskGIT, Besnier et al. 2025).
+
+Conventions of the official code, and how they map here:
+  * MaskGIT-pytorch's ``sm_temp`` *multiplies* the logits: ``temperature = 1 / sm_temp``;
+  * its guidance ``(1 + w) c - w u`` is ``cfg_scale = 1 + w`` in dimo's ``u + cfg_scale (c - u)``;
+  * its CFG ramp ``w_s = w s / (S - 1)`` is ``cfg_schedule=linear``; Gumbel noise uses the same ramp.
 """
 from __future__ import annotations
 
@@ -20,13 +27,26 @@ from core.interfaces import PluginConfig, Sampler, Teacher
 from core.masking import guided_logits
 from registry import hookimpl
 
+StepCounts = Literal["cumulative", "proportional", "halton"]
+
 
 class SamplerConfig(PluginConfig):
-    temperature: float = Field(1.0, gt=0, description="softmax temperature of the token predictions")
-    cfg_scale: float = Field(1.0, description="classifier-free guidance w on logits (1 = none)")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature: logits / temperature "
+                                                      "(MaskGIT-pytorch sm_temp = 1 / temperature)")
+    temperature_end: Optional[float] = Field(
+        None, gt=0, description="if set, 1 / temperature moves linearly to 1 / temperature_end over the steps "
+                                "(Halton-MaskGIT sm_temp_min -> sm_temp_max)")
+    cfg_scale: float = Field(1.0, description="classifier-free guidance u + w (c - u) on logits (1 = none; "
+                                              "MaskGIT-pytorch's w is cfg_scale - 1)")
     cfg_schedule: Literal["constant", "linear"] = Field(
-        "constant", description="linear: w_s = 1 + (w - 1) (s + 1) / S, the MaskGIT-pytorch ramp")
+        "constant", description="linear: w_s = 1 + (w - 1) s / (S - 1), no guidance at the first step and "
+                                "full w at the last (MaskGIT-pytorch)")
     schedule: str = Field("arccos", description="mask schedule plugin deciding how many stay masked")
+    step_counts: StepCounts = Field(
+        "cumulative", description="cumulative: floor(L gamma((s+1)/S)) stay masked after step s (MaskGIT JAX, "
+                                  "MaskBit); proportional: step s reveals round(L a_s / sum a), a_s = "
+                                  "gamma(1 - s/(S-1)) (MaskGIT-pytorch); halton: max(s+1, floor(L (1 - "
+                                  "gamma((s+1)/S)))) revealed after step s (Halton-MaskGIT)")
 
     @field_validator("schedule")
     @classmethod
@@ -34,6 +54,47 @@ class SamplerConfig(PluginConfig):
         from registry import get_registry
         get_registry().info("schedule", v)   # raises with valid names and a did-you-mean
         return v
+
+
+def progress(step: int, steps: int) -> float:
+    """s / (S - 1): 0 at the first step, 1 at the last (1 for a single step)."""
+    return step / (steps - 1) if steps > 1 else 1.0
+
+
+def uniform(shape, generator: Optional[torch.Generator], device) -> Tensor:
+    """U[0, 1) drawn on the generator's device (evaluation passes CPU generators), then moved."""
+    where = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=where).to(device)
+
+
+def categorical(probs: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """One draw per row of ``probs [..., V]`` by inverting the CDF."""
+    cdf = probs.cumsum(-1)
+    u = uniform(probs.shape[:-1] + (1,), generator, probs.device) * cdf[..., -1:]
+    return torch.searchsorted(cdf, u).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+
+
+def masked_after(steps: int, length: int, gamma, counts: StepCounts) -> list[int]:
+    """How many positions are still masked after each step; non-increasing, 0 after the last."""
+    g = lambda r: float(gamma(torch.tensor(float(r), dtype=torch.float64)))
+    if counts == "proportional":
+        weights = [g(1 - progress(s, steps)) for s in range(steps)]
+        total = sum(weights)
+        if steps == 1 or total <= 0:
+            return [0] * steps
+        reveal = [max(1, round(w / total * length)) for w in weights]
+        left, out = length, []
+        for n in reveal:
+            left = max(left - n, 0)
+            out.append(left)
+    elif counts == "halton":
+        out = [length - min(length, max(s + 1, int(length * (1 - g((s + 1) / steps))))) for s in range(steps)]
+    else:
+        # (the epsilon keeps float error from flooring an exact count such as 3 * 2/3 one too low)
+        out = [min(int(math.floor(length * g((s + 1) / steps) + 1e-6)), max(length - s - 1, 0))
+               for s in range(steps)]
+    out[-1] = 0
+    return out
 
 
 class ParallelSampler(Sampler):
@@ -48,6 +109,19 @@ class ParallelSampler(Sampler):
         """Higher score = revealed earlier. Only masked positions are considered."""
         raise NotImplementedError
 
+    def cfg_at(self, step: int, steps: int) -> float:
+        scale = self.config.cfg_scale
+        if self.config.cfg_schedule == "linear":
+            scale = 1 + (scale - 1) * progress(step, steps)
+        return scale
+
+    def inverse_temperature_at(self, step: int, steps: int) -> float:
+        c = self.config
+        start = 1 / c.temperature
+        if c.temperature_end is None:
+            return start
+        return start + (1 / c.temperature_end - start) * progress(step, steps)
+
     @torch.no_grad()
     def sample(self, network, teacher: Teacher, cond: Tensor, steps: int,
                generator: Optional[torch.Generator] = None) -> Tensor:
@@ -56,24 +130,20 @@ class ParallelSampler(Sampler):
         batch, length = cond.shape[0], teacher.seq_len
         x = torch.full((batch, length), teacher.mask_id, dtype=torch.long, device=device)
         null = teacher.null_condition(cond)
-        schedule = self._schedule()
+        plan = masked_after(steps, length, self._schedule().gamma, self.config.step_counts)
         self.begin(batch, length, teacher, device, generator)
         for s in range(steps):
-            scale = self.config.cfg_scale
-            if self.config.cfg_schedule == "linear":
-                scale = 1 + (scale - 1) * (s + 1) / steps
-            logits = guided_logits(network, x, cond, null, scale).float() / self.config.temperature
-            probs = logits.softmax(-1)
-            x0 = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(batch, length)
             masked = x == teacher.mask_id
-            keep_masked = 0 if s == steps - 1 else int(math.floor(
-                length * schedule.gamma(torch.tensor((s + 1) / steps)).item()))
             n_masked = int(masked[0].sum())
-            keep_masked = min(keep_masked, max(n_masked - 1, 0))   # reveal at least one token per step
+            reveal_n = n_masked - min(plan[s], n_masked)
+            if reveal_n == 0:
+                continue
+            logits = guided_logits(network, x, cond, null, self.cfg_at(s, steps)).float()
+            probs = (logits * self.inverse_temperature_at(s, steps)).softmax(-1)
+            x0 = categorical(probs, generator)
             p_sample = probs.gather(-1, x0[..., None]).squeeze(-1)
             score = self.order_scores(p_sample, masked, s, steps, generator)
             score = score.masked_fill(~masked, float("-inf"))
-            reveal_n = n_masked - keep_masked
             top = score.topk(reveal_n, dim=1).indices
             reveal = torch.zeros_like(masked).scatter_(1, top, True) & masked
             x = torch.where(reveal, x0, x)
@@ -85,18 +155,18 @@ class ParallelSampler(Sampler):
 
 class RandomSampler(ParallelSampler):
     def order_scores(self, p, masked, step, steps, generator):
-        return torch.rand(masked.shape, generator=generator, device=masked.device)
+        return uniform(masked.shape, generator, masked.device)
 
 
 class ConfidenceSampler(ParallelSampler):
     class Config(SamplerConfig):
-        gumbel_temperature: float = Field(4.5, ge=0, description="Gumbel noise on confidences, annealed "
-                                                                  "linearly to 0 (MaskGIT-pytorch r_temp)")
+        gumbel_temperature: float = Field(4.5, ge=0, description="Gumbel noise on log-confidences, scaled by "
+                                                                  "1 - s/(S-1) (MaskGIT-pytorch r_temp)")
 
     def order_scores(self, p, masked, step, steps, generator):
-        u = torch.rand(masked.shape, generator=generator, device=masked.device).clamp(1e-20, 1 - 1e-7)
+        u = uniform(masked.shape, generator, masked.device).clamp(1e-20, 1 - 1e-7)
         gumbel = -torch.log(-torch.log(u))
-        anneal = self.config.gumbel_temperature * (1 - (step + 1) / steps)
+        anneal = self.config.gumbel_temperature * (1 - progress(step, steps))
         return torch.log(p.clamp_min(1e-30)) + anneal * gumbel
 
 
@@ -110,7 +180,8 @@ def halton(index: int, base: int) -> float:
 
 
 def halton_order(length: int) -> list[int]:
-    """Positions of a square grid (or a 1-D sequence) in 2-D (bases 2, 3) / 1-D (base 2) Halton order."""
+    """Positions of a square grid in 2-D Halton order (row from base 2, column from base 3, first
+    occurrences kept, as Halton-MaskGIT's ``build_halton_mask``), or of a 1-D sequence (base 2)."""
     side = int(math.isqrt(length))
     order, seen, i = [], set(), 1
     while len(order) < length and i < 100 * length:
@@ -127,10 +198,21 @@ def halton_order(length: int) -> list[int]:
 
 
 class HaltonSampler(ParallelSampler):
+    class Config(SamplerConfig):
+        step_counts: StepCounts = Field("halton", description="see the random sampler; default: Halton-MaskGIT's")
+        randomize: bool = Field(False, description="roll the Halton order by a random offset per sample "
+                                                   "(Halton-MaskGIT randomize=True)")
+
     def begin(self, batch, length, teacher, device, generator):
-        rank = torch.empty(length)
-        rank[torch.tensor(halton_order(length))] = torch.arange(length, 0, -1, dtype=torch.float)
-        self._rank = rank.to(device)[None].expand(batch, length)
+        order = torch.tensor(halton_order(length))
+        if self.config.randomize:   # torch.roll by k per sample: entry i comes from i - k
+            shift = (uniform((batch, 1), generator, "cpu") * length).long()
+            order = order[(torch.arange(length)[None] - shift) % length]
+        else:
+            order = order[None].expand(batch, length)
+        rank = torch.empty(batch, length)
+        rank.scatter_(1, order, torch.arange(length, 0, -1, dtype=torch.float).expand(batch, length).contiguous())
+        self._rank = rank.to(device)
 
     def order_scores(self, p, masked, step, steps, generator):
         return self._rank.clone()

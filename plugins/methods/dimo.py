@@ -101,6 +101,12 @@ class DiMO(Method):
         g = g / mask.shape[0]   # batch mean
         return torch.nan_to_num(g, nan=0.0, posinf=1e5, neginf=-1e5) if c.nan_to_num else g
 
+    @staticmethod
+    def surrogate(g, z_theta):
+        """A loss whose gradient wrt the one-step logits z_theta(x_init) is exactly g (Eq. 3); the official
+        code's 0.5 ||z - sg(z - g)||^2 has the same gradient."""
+        return (g.detach() * z_theta.float()).sum()
+
     def train_step(self, ctx):
         c, teacher = self.config, self.teacher
         gen, aux, phi = ctx.models["generator"], ctx.models["aux"], ctx.models["teacher"]
@@ -117,9 +123,7 @@ class DiMO(Method):
         logp_phi = F.log_softmax(z_phi.float() / c.teacher_temperature, -1)
         logp_psi = F.log_softmax(z_psi.float() / c.aux_temperature, -1)
         g = self.generator_gradient(logp_phi, logp_psi, mask)
-        # d/dz of sum(g * z) is g: the paper's gradient through z_theta(x_init) (Eq. 3)
-        surrogate = (g.detach() * z_theta.float()).sum()
-        ctx.update("generator", surrogate)
+        ctx.update("generator", self.surrogate(g, z_theta))
 
         div = self.plugins["divergence"].value(logp_phi, logp_psi)
         logs = {"divergence": float((div * mask).sum() / mask.sum().clamp(min=1)),

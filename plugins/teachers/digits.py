@@ -46,6 +46,9 @@ def load_network_weights(network, path: Path, field: str = "teacher.checkpoint")
 
 
 class DigitsTeacher(Teacher):
+    """scikit-learn's 8x8 digits as 64 tokens over 17 grey levels; a small class-conditional MaskGit-style
+    transformer, pre-trained by `method=mdm` and cached (the embedded default, no download)."""
+
     class Config(PluginConfig):
         checkpoint: Optional[str] = Field(None, description="safetensors file, folder or hub id; "
                                                             "default: the cached pre-trained teacher")

@@ -18,11 +18,11 @@ from torch import Tensor, nn
 
 class TransformerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dim: int = Field(64, gt=0)
-    depth: int = Field(4, gt=0)
-    heads: int = Field(4, gt=0)
-    mlp_ratio: float = Field(4.0, gt=0)
-    dropout: float = Field(0.1, ge=0, lt=1)
+    dim: int = Field(64, gt=0, description="width")
+    depth: int = Field(4, gt=0, description="transformer blocks")
+    heads: int = Field(4, gt=0, description="attention heads (must divide dim)")
+    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden size / width")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout (MaskGIT-pytorch uses 0.1)")
 
 
 class MaskedTransformer(nn.Module):

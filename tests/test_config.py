@@ -1,0 +1,63 @@
+"""The key=value CLI, YAML files, typed conversion, errors that name the field, and the config hash."""
+import pytest
+
+from core.config import config_hash, parse_value, resolve
+from core.errors import UserError
+
+
+def test_defaults_are_the_main_job():
+    cfg = resolve([])
+    assert cfg["method"]["name"] == "dimo" and cfg["teacher"]["name"] == "digits"
+    assert cfg["divergence"]["name"] == "fkl" and cfg["init"]["name"] == "mixed"
+
+
+def test_values_are_converted_by_declared_types():
+    cfg = resolve(["method=dimo", "method.lr_generator=1e-5", "trainer.zero_stage=2", "method.nan_to_num=false",
+                   "divergence=jeffrey", "divergence.beta=-0.3", "eval.teacher_steps=[1, 4]",
+                   "init.r_init_range=[0.1, 0.9]", "teacher.checkpoint=none"])
+    assert cfg["method"]["lr_generator"] == 1e-5 and cfg["trainer"]["zero_stage"] == 2
+    assert cfg["method"]["nan_to_num"] is False and cfg["divergence"]["beta"] == -0.3
+    assert cfg["eval"]["teacher_steps"] == [1, 4] and cfg["init"]["r_init_range"] == [0.1, 0.9]
+    assert cfg["teacher"]["checkpoint"] is None
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["method.lr_generatr=1"], ["method.lr_generatr", "unknown field", "lr_generator"]),
+    (["trainer.zero_stage=5"], ["trainer.zero_stage", "less than or equal to 3", "5"]),
+    (["trainer.steps=ten"], ["trainer.steps", "valid integer", "ten"]),
+    (["method.token_norm=mean"], ["method.token_norm", "masked_mean", "sum", "mean"]),
+    (["teacher=digitz"], ["unknown teacher 'digitz'", "Did you mean 'digits'"]),
+    (["method=mdm", "divergence=rkl"], ["'divergence' is not used by method 'mdm'", "schedule"]),
+    (["frobnicate.x=1"], ["unknown config section 'frobnicate'", "trainer"]),
+    (["steps"], ["not of the form key=value"]),
+    (["config=/nonexistent/run.yaml"], ["config file '/nonexistent/run.yaml' does not exist"]),
+    (["divergence=f", "divergence.generator=alpha", "divergence.alpha=1"], ["alpha must not be 0 or 1"]),
+])
+def test_errors_name_the_field_the_value_and_the_choices(args, expected):
+    with pytest.raises(UserError) as exc:
+        resolve(args)
+    for text in expected:
+        assert text in str(exc.value)
+
+
+def test_yaml_file_then_command_line_refines(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("method:\n  name: dimo\n  cfg_scale: 3.0\n  lr_aux: 0.001\ndivergence: rkl\ntrainer:\n  steps: 7\n")
+    cfg = resolve([f"config={f}", "method.cfg_scale=1.5"])
+    assert cfg["method"]["cfg_scale"] == 1.5 and cfg["method"]["lr_aux"] == 0.001
+    assert cfg["divergence"]["name"] == "rkl" and cfg["trainer"]["steps"] == 7
+
+
+def test_teacher_recipe_sits_between_method_defaults_and_user():
+    assert resolve(["method=mdm"])["trainer"]["steps"] == 1200          # digits recipe for mdm
+    assert resolve(["method=mdm", "trainer.steps=5"])["trainer"]["steps"] == 5
+
+
+def test_hash_ignores_bookkeeping_and_tracks_results_relevant_fields():
+    base = config_hash(resolve([]))
+    assert config_hash(resolve(["trainer.output_dir=/tmp/x", "trainer.wandb=disabled"])) == base
+    assert config_hash(resolve(["method.cfg_scale=3"])) != base
+
+
+def test_parse_value_keeps_scalars_as_strings():
+    assert parse_value("007") == "007" and parse_value("[1,2]") == [1, 2] and parse_value("null") is None
