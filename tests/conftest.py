@@ -17,13 +17,18 @@ TINY = ["teacher.arch.dim=32", "teacher.arch.depth=1", "teacher.arch.heads=2", "
         "trainer.progress=false", "eval.enabled=false"]
 
 
-def run_cli(*args, env=None, timeout=600, cwd=None) -> subprocess.CompletedProcess:
+def clean_env(extra=None) -> dict:
+    """The environment for a child process, without the launcher variables an in-process run has set."""
+    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in launcher}
+    env.update(extra or {})
+    return env
+
+
+def run_cli(*args, env=None, timeout=600, cwd=None, python=sys.executable) -> subprocess.CompletedProcess:
     """``python -m core.run ARGS`` in a fresh process (as a user runs it)."""
-    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # set by in-process runs
-    full_env = {k: v for k, v in os.environ.items() if k not in launcher}
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "core.run", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=cwd or ROOT)
+    return subprocess.run([str(python), "-m", "core.run", *args], capture_output=True, text=True,
+                          env=clean_env(env), timeout=timeout, cwd=cwd or ROOT)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,12 @@
 """The `pip install dimo-plugin-xyz` promise: the example package installs into a fresh virtual environment
 (beside the installed dimo) and its method and divergence run through `python -m core.run`."""
-import os
 import subprocess
 import sys
 import venv
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, clean_env, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +22,7 @@ def plugin_python(tmp_path_factory):
 
 
 def cli(python, *args):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return subprocess.run([str(python), "-m", "core.run", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=600)
+    return run_cli(*args, python=python)
 
 
 def test_installed_plugin_is_listed_with_its_distribution(plugin_python):
@@ -35,8 +31,7 @@ def test_installed_plugin_is_listed_with_its_distribution(plugin_python):
     assert ["method", "kd1step", "dimo-plugin-example", "0.1.0", "example"] in rows
     assert ["divergence", "sym_kl", "dimo-plugin-example", "0.1.0", "example"] in rows
     # not installed in the main environment: the plugin really comes from the package install
-    assert "kd1step" not in subprocess.run([sys.executable, "-m", "core.run", "plugins"], capture_output=True,
-                                           text=True, cwd=ROOT).stdout
+    assert "kd1step" not in run_cli("plugins").stdout
 
 
 def test_installed_plugin_method_and_divergence_train(plugin_python, tiny_teacher, tmp_path):
@@ -50,7 +45,5 @@ def test_installed_plugin_method_and_divergence_train(plugin_python, tiny_teache
 
 
 def test_blocking_the_plugin_by_name(plugin_python):
-    env_block = {"DIMO_DISABLED_PLUGINS": "example"}
-    res = subprocess.run([str(plugin_python), "-m", "core.run", "plugins"], capture_output=True, text=True,
-                         cwd=ROOT, env={**os.environ, **env_block})
+    res = run_cli("plugins", python=plugin_python, env={"DIMO_DISABLED_PLUGINS": "example"})
     assert "kd1step" not in res.stdout and "dimo " in res.stdout

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, clean_env, run_cli
 
 ARGS = ["method=mdm", "teacher.arch.dim=32", "teacher.arch.depth=1", "teacher.arch.heads=2", "trainer.steps=40",
         "trainer.batch_size=32", "trainer.log_every=1", "method.cache_teacher=false", "method.lr=2e-3",
@@ -31,10 +31,8 @@ def test_torchrun_two_processes_matches_single_process(tmp_path, stage):
     assert single.returncode == 0, single.stderr[-2000:]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "core.run", *ARGS, f"trainer.zero_stage={stage}", f"trainer.output_dir={tmp_path / 'multi'}"]
-    env = {k: v for k, v in __import__("os").environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    multi = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    multi = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                           env=clean_env({"OMP_NUM_THREADS": "1"}))
     assert multi.returncode == 0, multi.stderr[-3000:]
     a, b = losses(tmp_path / "single"), losses(tmp_path / "multi")
     assert len(a) == len(b) == 40

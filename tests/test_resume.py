@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, clean_env, run_cli
 
 
 def args_for(out: Path, tiny):
@@ -26,7 +26,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_teacher, tmp_path):
 
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "core.run", *args_for(out, tiny_teacher)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (out / "checkpoints" / "step-00000012").is_dir():
         assert proc.poll() is None, "run ended before it could be killed"
