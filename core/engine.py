@@ -216,7 +216,8 @@ class Trainer:
                           "lr": self._lr(), "samples_per_s": rate * self.tcfg["batch_size"]}
                 history.append({"step": done, **record})
                 logger.log(done, record)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in list(logs.items())[:3]})
+                bar.set_postfix({**{k: f"{v:.4g}" for k, v in list(logs.items())[:3]},
+                                 "samples/s": f"{record['samples_per_s']:.0f}"})
             bar.update(1)
             every = self.tcfg["checkpoint_every"]
             if every and done % every == 0 and done < steps:

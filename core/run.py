@@ -71,6 +71,8 @@ def cmd_evaluate(args: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The deepspeed launcher appends --local_rank=N; the rank is also in the environment, which we use.
+    argv = [a for a in argv if not a.startswith(("--local_rank", "--local-rank"))]
     if any(a in ("-h", "--help", "help") for a in argv):
         print(__doc__.strip())
         return 0
