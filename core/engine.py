@@ -88,7 +88,7 @@ class Trainer:
         import deepspeed
         module = role.module.to(self.device)
         if not role.trainable:
-            module.eval().requires_grad_(False)
+            module.train(role.train_mode).requires_grad_(False)
             if self.tcfg["zero_stage"] == 3:   # shard frozen models too when training is ZeRO-3
                 engine, *_ = deepspeed.initialize(model=module, config=self._deepspeed_config(role, micro, False))
                 return engine

@@ -220,6 +220,7 @@ class Role:
     grad_clip: Optional[float] = None
     ema_decay: Optional[float] = None     # keep an EMA copy (with warm-up min(decay, (1+k)/(10+k)))
     nan_to_num: bool = False              # official Di[M]O: nan -> 0, inf -> +-1e5 in grads
+    train_mode: bool = False              # frozen roles only: keep dropout on (official MaskGit teacher)
 
 
 @dataclass

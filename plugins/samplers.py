@@ -71,7 +71,7 @@ def categorical(probs: Tensor, generator: Optional[torch.Generator]) -> Tensor:
     """One draw per row of ``probs [..., V]`` by inverting the CDF."""
     cdf = probs.cumsum(-1)
     u = uniform(probs.shape[:-1] + (1,), generator, probs.device) * cdf[..., -1:]
-    return torch.searchsorted(cdf, u).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
 
 def masked_after(steps: int, length: int, gamma, counts: StepCounts) -> list[int]:

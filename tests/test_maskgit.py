@@ -59,8 +59,8 @@ def official_state(seed=0, **kw) -> dict:
     g = torch.Generator().manual_seed(seed)
     state = {}
     for key, shape in official_shapes(**kw).items():
-        layer_norm_weight = key.endswith("norm.weight") or (
-            key.startswith(("first_layer", "last_layer")) and key.split(".")[1] in ("0", "4") and key.endswith("weight"))
+        outer_norm = key.startswith(("first_layer", "last_layer")) and key.split(".")[1] in ("0", "4")
+        layer_norm_weight = key.endswith("weight") and (outer_norm or key.endswith("norm.weight"))
         state[key] = torch.randn(shape, generator=g) * 0.2 + (1.0 if layer_norm_weight else 0.0)
     return state
 
@@ -285,11 +285,12 @@ def test_vqgan_real_size_has_taming_keys():
         model = VQGAN(VQGANConfig())
     keys = model.state_dict()
     assert sum(p.numel() for p in model.parameters()) == 72_141_699   # README: 72.142M
-    for key in ("encoder.conv_in.weight", "encoder.down.0.block.1.conv2.weight", "encoder.down.3.downsample.conv.weight",
-                "encoder.down.2.block.0.nin_shortcut.weight", "encoder.down.4.attn.1.proj_out.bias",
-                "encoder.mid.attn_1.q.weight", "encoder.norm_out.weight", "decoder.up.4.attn.2.k.weight",
-                "decoder.up.1.upsample.conv.weight", "decoder.up.0.block.2.norm1.bias", "decoder.mid.block_2.conv1.weight",
-                "quantize.embedding.weight", "quant_conv.weight", "post_quant_conv.bias"):
+    for key in ("encoder.conv_in.weight", "encoder.down.0.block.1.conv2.weight",
+                "encoder.down.3.downsample.conv.weight", "encoder.down.2.block.0.nin_shortcut.weight",
+                "encoder.down.4.attn.1.proj_out.bias", "encoder.mid.attn_1.q.weight", "encoder.norm_out.weight",
+                "decoder.up.4.attn.2.k.weight", "decoder.up.1.upsample.conv.weight", "decoder.up.0.block.2.norm1.bias",
+                "decoder.mid.block_2.conv1.weight", "quantize.embedding.weight", "quant_conv.weight",
+                "post_quant_conv.bias"):
         assert key in keys, key
     assert tuple(keys["quantize.embedding.weight"].shape) == (1024, 256)
     assert "encoder.down.3.attn.0.q.weight" not in keys and "decoder.up.0.upsample.conv.weight" not in keys
@@ -394,6 +395,15 @@ def test_halton_order_is_the_2d_halton_sequence():
     assert order[:3] == [8 * 16 + 5, 4 * 16 + 10, 12 * 16 + 1]   # (1/2, 1/3), (1/4, 2/3), (3/4, 1/9) x 16
 
 
+def test_categorical_draws_follow_the_probabilities():
+    from plugins.samplers import categorical
+    probs = torch.tensor([[0.0, 0.2, 0.0, 0.8], [0.5, 0.0, 0.5, 0.0]]).repeat(20000, 1)
+    draws = categorical(probs, torch.Generator().manual_seed(0)).view(-1, 2)
+    freq = torch.stack([torch.bincount(draws[:, i], minlength=4) / len(draws) for i in range(2)])
+    torch.testing.assert_close(freq, probs[:2], atol=0.01, rtol=0)
+    assert freq[0, 0] == 0 and freq[0, 2] == 0 and freq[1, 1] == 0 and freq[1, 3] == 0
+
+
 def test_confidence_without_noise_reveals_the_most_likely_first():
     s = ConfidenceSampler(ConfidenceSampler.Config(gumbel_temperature=0.0))
     p = torch.tensor([[0.1, 0.9, 0.5, 0.3]])
@@ -412,6 +422,123 @@ def test_masked_after_is_a_valid_plan(steps, length, counts, schedule):
     assert all(a >= b for a, b in zip(plan, plan[1:]))
     if counts != "proportional" and steps <= length:   # every step reveals something
         assert all(a > b for a, b in zip([length] + plan, plan))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Halton-MaskGIT (second generation): DiT-style transformer, LlamaGen VQ
+# ---------------------------------------------------------------------------------------------------
+
+H_TINY = dict(dim=48, depth=2, heads=5, mlp_ratio=4.0, dropout=0.1, registers=1)   # head_dim 9: inner 45
+H_V, H_C = 64, 10
+H_VQ = dict(codebook_size=H_V, embed_dim=8, ch=32, ch_mult=[1, 1, 1, 1, 1], num_res_blocks=1, z_channels=8)
+
+
+def halton_shapes(dim=48, depth=2, heads=5, codes=H_V, classes=H_C, seq=L) -> dict:
+    """Key -> shape of Halton-MaskGIT's Transformer (Network/transformer.py, register=1, proj=1)."""
+    inner, hidden = heads * (dim // heads), 256 * math.ceil(int(2 * 4 * dim / 3) / 256)
+    shapes = {"cls_emb.weight": (classes + 1, dim), "tok_emb.weight": (codes + 1, dim), "pos_emb.weight": (seq, dim),
+              "reg_tokens.weight": (1, dim), "head.weight": (codes + 1, dim), "head.bias": (codes + 1,),
+              "last_norm.norm_final.weight": (dim,), "last_norm.norm_final.bias": (dim,),
+              "last_norm.mlp.1.weight": (2 * dim, dim), "last_norm.mlp.1.bias": (2 * dim,)}
+    for i in range(depth):
+        p = f"transformer.layers.{i}."
+        shapes.update({p + "mlp.1.weight": (6 * dim, dim), p + "mlp.1.bias": (6 * dim,), p + "ln1.weight": (dim,),
+                       p + "ln2.weight": (dim,), p + "attn.wq.weight": (inner, dim), p + "attn.wk.weight": (inner, dim),
+                       p + "attn.wv.weight": (inner, dim), p + "attn.wo.weight": (dim, inner),
+                       p + "ff.w1.weight": (hidden, dim), p + "ff.w3.weight": (hidden, dim),
+                       p + "ff.w2.weight": (dim, hidden)})
+    return shapes
+
+
+def halton_teacher(folder, **kw):
+    from plugins.teachers.maskgit.halton import HaltonArch, LlamaGenVQConfig
+    from plugins.teachers.maskgit.teacher import HaltonConfig, HaltonTeacher
+    fields = dict(checkpoint=str(folder), resolution=RES, arch=HaltonArch(**H_TINY), codebook_size=H_V,
+                  num_classes=H_C, vqgan=str(folder), vq=LlamaGenVQConfig(**H_VQ))
+    return HaltonTeacher(HaltonConfig(**{**fields, **kw}))
+
+
+@pytest.fixture
+def halton_folder(tmp_path):
+    import argparse
+    from plugins.teachers.maskgit.halton import LlamaGenVQ, LlamaGenVQConfig
+    g = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(shape, generator=g) * 0.2 for k, shape in halton_shapes().items()}
+    state["head.weight"] = state["tok_emb.weight"]   # tied in the official model, saved under both names
+    folder = tmp_path / "halton"
+    folder.mkdir()
+    torch.save({"iter": 5, "global_epoch": 1, "model_state_dict": {"_orig_mod." + k: v for k, v in state.items()}},
+               folder / f"ImageNet_{RES}_base.pth")
+    torch.manual_seed(0)
+    vq = LlamaGenVQ(LlamaGenVQConfig(**H_VQ))
+    torch.save({"model": vq.state_dict(), "args": argparse.Namespace(vq_model="VQ-16")}, folder / "vq_ds16_c2i.pt")
+    return folder, state
+
+
+def test_halton_loads_the_official_layout_and_keeps_the_protocol(halton_folder):
+    folder, state = halton_folder
+    teacher = halton_teacher(folder)
+    net = teacher.build_network().eval()
+    assert set(net.state_dict()) == set(state) - {"head.weight"}   # the tied duplicate is folded
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    tokens, cond = torch.randint(0, H_V + 1, (2, L)), torch.tensor([3, -1])
+    with torch.no_grad():
+        logits = net(tokens, cond)
+        assert logits.shape == (2, L, H_V)
+        torch.testing.assert_close(net(None, cond, inputs_embeds=net.embed_tokens(tokens)), logits, atol=0, rtol=0)
+        torch.testing.assert_close(net(tokens, torch.tensor([3, H_C])), logits)   # null class = C (official drop)
+        assert not torch.allclose(net(tokens, torch.tensor([3, 4])), logits)
+        net.include_mask_logit = True
+        assert net(tokens, cond).shape == (2, L, H_V + 1)
+    assert {id(p) for p in net.frozen_parameters()} == {id(net.tok_emb.weight), id(net.head.bias),
+                                                       id(net.pos_emb.weight)}
+    with pytest.raises(NotImplementedError):   # no class tokens in its input vocabulary
+        teacher.input_class_token_ids()
+    net.include_mask_logit = False
+    untied = dict(state, **{"head.weight": state["tok_emb.weight"] + 1})
+    torch.save({"model_state_dict": untied}, folder / "untied.pth")
+    with pytest.raises(UserError, match="tied"):
+        halton_teacher(folder, transformer_file="untied.pth").build_network()
+    teacher.save_pretrained(net, folder / "again.pth")   # official layout, head.weight included
+    again = halton_teacher(folder, transformer_file="again.pth").build_network().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(tokens, cond), logits)
+
+
+def test_halton_real_sizes():
+    from plugins.teachers.maskgit.halton import HALTON_SIZES, HaltonTransformer, LlamaGenVQ, LlamaGenVQConfig
+    counts = {"tiny": 23_031_425, "small": 69_344_769, "base": 142_224_641, "large": 479_656_961}   # README
+    with torch.device("meta"):
+        for size, n in counts.items():
+            net = HaltonTransformer(16, HALTON_SIZES[size])
+            assert sum(p.numel() for p in net.parameters()) == n, size
+        small = HaltonTransformer(24, HALTON_SIZES["small"]).state_dict()
+        vq = LlamaGenVQ(LlamaGenVQConfig())
+    assert tuple(small["transformer.layers.0.attn.wq.weight"].shape) == (510, 512)   # head_dim 85 x 6 heads
+    assert tuple(small["pos_emb.weight"].shape) == (576, 512)                         # 384 px: 24 x 24 tokens
+    assert set(halton_shapes(512, 12, 6, 16384, 1000, 576)) == set(small) | {"head.weight"}
+    assert sum(p.numel() for p in vq.parameters()) == 71_883_403
+    assert "decoder.conv_blocks.0.attn.2.q.weight" in vq.state_dict()   # attention at the lowest resolution
+    assert "encoder.conv_blocks.4.attn.1.proj_out.weight" in vq.state_dict()
+
+
+def test_halton_vq_round_trip_and_sampling(halton_folder):
+    folder, _ = halton_folder
+    teacher = halton_teacher(folder)
+    tokens = teacher.encode(torch.rand(2, 3, RES, RES))
+    assert tokens.shape == (2, L) and tokens.max() < H_V
+    images = teacher.decode(tokens)
+    assert images.shape == (2, 3, RES, RES) and 0 <= images.min() and images.max() <= 1
+    torch.testing.assert_close(teacher.decode_soft(F.one_hot(tokens, H_V).float()), images)
+    book = teacher.vqgan().codebook
+    torch.testing.assert_close(book.norm(dim=-1), torch.ones(H_V))   # l2-normalised codes
+    net = teacher.build_network().eval()
+    sampler = HaltonSampler(HaltonSampler.Config(cfg_scale=3.0, randomize=True, temperature_end=1 / 1.2))
+    x = sampler.sample(net, teacher, torch.tensor([0, 9]), 4, torch.Generator().manual_seed(0))
+    assert (x != teacher.mask_id).all() and x.max() < H_V
+    with pytest.raises(UserError, match="vq.codebook_size"):
+        halton_teacher(folder, codebook_size=32).vqgan()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -455,7 +582,7 @@ def test_inception_weights_offline_error(tmp_path, monkeypatch):
 def test_running_stats_frechet_and_reference_files(tmp_path):
     from plugins.teachers.maskgit.evaluation import RunningStats, frechet_distance, load_reference_stats
     feats = torch.randn(300, 6, dtype=torch.float64) @ torch.randn(6, 6, dtype=torch.float64)
-    stats = RunningStats(6)
+    stats = RunningStats()
     for chunk in feats.split(70):
         stats.update(chunk)
     mu, sigma = stats.result()
@@ -487,11 +614,11 @@ def test_inception_features_and_pickled_weights_refused(inception_file, tmp_path
 
 def test_score_images_streams_fid_and_is():
     from plugins.teachers.maskgit.evaluation import score_images
-    proj = torch.randn(3 * 8 * 8, 2048, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    proj = torch.randn(3 * 8 * 8, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     fake_extractor = lambda x: ((x.flatten(1).double() @ proj), x.flatten(1)[:, :10].double() * 5)
     images = torch.rand(40, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     out = score_images(images.split(7), fake_extractor)
-    assert out["n"] == 40 and out["mu"].shape == (2048,) and 1 < out["is"] < 10
+    assert out["n"] == 40 and out["mu"].shape == (16,) and 1 < out["is"] < 10
     again = score_images(images.split(13), fake_extractor, reference=(out["mu"], out["sigma"]))
     scale = np.trace(out["sigma"])   # rank-deficient covariances: compare with the overall scale
     assert abs(again["fid"]) < 1e-5 * scale
@@ -499,51 +626,73 @@ def test_score_images_streams_fid_and_is():
     assert moved["fid"] > 0.1 * scale
 
 
-def test_evaluation_cli_teacher_fid_end_to_end(inception_file, tmp_path, folder):
+def evaluation_cli(inception_file, tmp_path, folder, with_reference: bool) -> dict:
+    import json
     from PIL import Image
     from plugins.teachers.maskgit.evaluation import main
     write_vqgan(folder, tmp_path)
+    write_checkpoint(folder, official_state(classes=2))   # a 2-class teacher keeps sampling short
     real = tmp_path / "real"
     real.mkdir()
     for i in range(4):
-        Image.fromarray((np.random.default_rng(i).random((RES, RES, 3)) * 255).astype(np.uint8)).save(real / f"{i}.png")
+        pixels = (np.random.default_rng(i).random((RES, RES, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(real / f"{i}.png")
     stats = tmp_path / "ref.npz"
-    assert main(["stats", f"images={real}", f"out={stats}", f"inception_weights={inception_file}",
-                 "device=cpu"]) == 0
+    if with_reference:
+        assert main(["stats", f"images={real}", f"out={stats}", f"inception_weights={inception_file}",
+                     "device=cpu"]) == 0
     out = tmp_path / "fid.json"
-    args = ["fid", "model=teacher", "steps=2", f"reference={stats}", "samples_per_class=2", "batch_size=4",
-            f"inception_weights={inception_file}", "device=cpu", f"out={out}", f"teacher.checkpoint={folder}",
-            f"teacher.resolution={RES}", "teacher.num_classes=2", "sampler.cfg_scale=2"]
-    args += [f"teacher.arch.{k}={v}" for k, v in TINY.items()]
-    # the tiny folder's class table has 1000 classes: rewrite it for 2 classes
-    write_checkpoint(folder, official_state(classes=2))
-    assert main(args) == 0
-    import json
-    result = json.loads(out.read_text())
-    assert result["n"] == 4 and result["model"] == "teacher@2" and math.isfinite(result["fid"])
-    assert main(["fid", "model=student"]) == 2   # needs a run folder: a clear error, exit 2
+    args = ["fid", "model=teacher", "steps=2", "samples_per_class=2", "batch_size=4", "device=cpu", f"out={out}",
+            f"inception_weights={inception_file}", f"teacher.checkpoint={folder}", f"teacher.resolution={RES}",
+            "teacher.num_classes=2", "sampler.cfg_scale=2"] + [f"teacher.arch.{k}={v}" for k, v in TINY.items()]
+    assert main(args + ([f"reference={stats}"] if with_reference else [])) == 0
+    return json.loads(out.read_text())
+
+
+def test_evaluation_cli_streams_the_teacher_through_inception(inception_file, tmp_path, folder):
+    from plugins.teachers.maskgit.evaluation import main
+    result = evaluation_cli(inception_file, tmp_path, folder, with_reference=False)
+    assert result["n"] == 4 and result["model"] == "teacher@2" and result["is"] > 0 and "fid" not in result
+    assert result["config"]["teacher"]["num_classes"] == 2 and result["config"]["sampler"]["cfg_scale"] == 2
+    assert main(["fid", "model=student"]) == 2                  # needs a run folder: a clear error, exit 2
+    assert main(["fid", "model=teacher", "steps=zero"]) == 2    # a named, clear error
+    assert main(["fid", f"reference={tmp_path / 'none.npz'}"]) == 2
+
+
+@pytest.mark.slow   # a 2048-dimensional Frechet distance takes half a minute on a busy 2-core machine
+def test_evaluation_cli_fid_against_reference_statistics(inception_file, tmp_path, folder):
+    result = evaluation_cli(inception_file, tmp_path, folder, with_reference=True)
+    assert result["n"] == 4 and math.isfinite(result["fid"]) and result["fid"] > 0
 
 
 # ---------------------------------------------------------------------------------------------------
 # the command line: method=dimo teacher=maskgit on a folder made here
 # ---------------------------------------------------------------------------------------------------
 
-def test_core_run_dimo_on_a_maskgit_folder(tmp_path, folder):
+@pytest.mark.parametrize("name", ["maskgit", "halton_maskgit"])
+def test_core_run_dimo_on_a_maskgit_folder(tmp_path, folder, halton_folder, name):
     run = tmp_path / "run"
     env = {**os.environ, "DIMO_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    args = [sys.executable, "-m", "core.run", "method=dimo", "teacher=maskgit", f"teacher.checkpoint={folder}",
-            f"teacher.resolution={RES}", "trainer.steps=2", "trainer.batch_size=2", "trainer.device=cpu",
-            "trainer.wandb=disabled", "trainer.progress=false", f"trainer.output_dir={run}", "eval.enabled=false"]
-    args += [f"teacher.arch.{k}={v}" for k, v in TINY.items()]
+    args = [sys.executable, "-m", "core.run", "method=dimo", f"teacher={name}", f"teacher.resolution={RES}",
+            "trainer.steps=2", "trainer.batch_size=2", "trainer.device=cpu", "trainer.wandb=disabled",
+            "trainer.progress=false", f"trainer.output_dir={run}", "eval.enabled=false"]
+    if name == "maskgit":
+        args += [f"teacher.checkpoint={folder}"] + [f"teacher.arch.{k}={v}" for k, v in TINY.items()]
+    else:
+        args += [f"teacher.checkpoint={halton_folder[0]}", f"teacher.codebook_size={H_V}",
+                 f"teacher.num_classes={H_C}"] + [f"teacher.arch.{k}={v}" for k, v in H_TINY.items()]
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "student.safetensors").is_file()
     resolved = yaml.safe_load((run / "config.yaml").read_text())
-    assert resolved["method"]["token_norm"] == "sum" and resolved["method"]["lr_generator"] == 1e-5   # recipe
-    assert resolved["sampler"]["step_counts"] == "proportional"
+    if name == "maskgit":   # the teacher's Di[M]O recipe applies below the command line
+        assert resolved["method"]["token_norm"] == "sum" and resolved["method"]["lr_generator"] == 1e-5
+        assert resolved["sampler"]["step_counts"] == "proportional"
+    else:
+        assert resolved["sampler"]["name"] == "halton" and resolved["sampler"]["randomize"] is True
     from core.export import load_student
     method, teacher, student, _ = load_student(str(run))
     tokens = method.generate(student, torch.tensor([0, 7]), torch.Generator().manual_seed(0))
-    assert tokens.shape == (2, L) and tokens.max() < V
+    assert tokens.shape == (2, L) and tokens.max() < teacher.vocab_size
     bad = subprocess.run(args[:5] + ["teacher.resolution=100"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "teacher.resolution" in bad.stderr

@@ -24,16 +24,16 @@ from registry import hookimpl
 
 
 class DiMOConfig(PluginConfig):
-    lr_generator: float = Field(1e-5, gt=0, description="official MaskGit run: 1e-5")
-    lr_aux: float = Field(1e-5, gt=0, description="official MaskGit run: 1e-5")
+    lr_generator: float = Field(1e-5, gt=0, description="generator Adam lr (official MaskGit run: 1e-5)")
+    lr_aux: float = Field(1e-5, gt=0, description="auxiliary model Adam lr (official MaskGit run: 1e-5)")
     warmup_steps: int = Field(100, ge=0, description="constant LR after a linear warm-up (paper App. D)")
     adam_eps: float = Field(1e-6, gt=0, description="official code: 1e-6 under mixed precision")
     grad_clip: Optional[float] = Field(1.0, gt=0, description="generator gradient-norm clip (aux is never clipped)")
     ema_decay: Optional[float] = Field(0.9999, gt=0, lt=1, description="EMA of the generator, warm-up "
                                                                        "min(decay, (1+k)/(10+k))")
     cfg_scale: float = Field(2.0, description="teacher CFG during distillation (official MaskGit: 2.0)")
-    teacher_temperature: float = Field(1.0, gt=0)
-    aux_temperature: float = Field(1.0, gt=0)
+    teacher_temperature: float = Field(1.0, gt=0, description="softmax temperature of p_phi in the loss (paper: 1)")
+    aux_temperature: float = Field(1.0, gt=0, description="softmax temperature of p_psi in the loss (paper: 1)")
     generator_temperature: float = Field(1.0, gt=0, description="temperature of x_theta during training")
     sample_temperature: float = Field(1.0, gt=0, description="generator temperature when sampling "
                                                              "(the paper's best ImageNet FID is near 7)")
@@ -64,7 +64,6 @@ class DiMO(Method):
     def setup(self, ctx):
         c = self.config
         teacher_net = ctx.teacher_network
-        teacher_net.train(c.teacher_mode == "train")
         generator, aux = copy.deepcopy(teacher_net), copy.deepcopy(teacher_net)
         for net in (generator, aux):
             net.requires_grad_(True)
@@ -75,7 +74,7 @@ class DiMO(Method):
             "generator": Role(generator, lr=c.lr_generator, eps=c.adam_eps, warmup_steps=c.warmup_steps,
                               grad_clip=c.grad_clip, ema_decay=c.ema_decay, nan_to_num=c.nan_to_num),
             "aux": Role(aux, lr=c.lr_aux, eps=c.adam_eps, warmup_steps=c.warmup_steps, nan_to_num=c.nan_to_num),
-            "teacher": Role(teacher_net, trainable=False),
+            "teacher": Role(teacher_net, trainable=False, train_mode=c.teacher_mode == "train"),
         }
 
     # -- one Di[M]O iteration ----------------------------------------------------------------------
@@ -86,7 +85,9 @@ class DiMO(Method):
 
     def sample_tokens(self, logits, temperature: float, rng=None):
         probs = (logits.detach().float() / temperature).softmax(-1)
-        return torch.multinomial(probs.flatten(0, 1), 1, generator=rng).view(probs.shape[:-1])
+        device = rng.device if rng is not None else probs.device   # a CPU generator may drive a GPU network
+        draw = torch.multinomial(probs.flatten(0, 1).to(device), 1, generator=rng)
+        return draw.view(probs.shape[:-1]).to(probs.device)
 
     def generator_gradient(self, logp_teacher, logp_aux, mask):
         """g = dD/dz on masked tokens, normalised and weighted as configured."""

@@ -58,7 +58,7 @@ class DigitsTeacher(Teacher):
     image_shape = (1, 8, 8)
     # Tuned defaults per method on this teacher (a torchtune-style recipe), below the user's overrides.
     recipes = {
-        "mdm": {"trainer": {"steps": 1500, "batch_size": 64}},
+        "mdm": {"trainer": {"steps": 1200, "batch_size": 64}, "method": {"lr": 2e-3}},
         "dimo": {"trainer": {"steps": 500, "batch_size": 64}},
     }
 
