@@ -1,7 +1,8 @@
 """The shape of the paper's Table 2 on the embedded digits task.
 
     python -m benchmarks.digits_table2 [run=<Di[M]O run folder>] [seeds=3] [samples_per_class=200]
-                                       [out=results/digits_table2.json]
+                                       [out=results/digits_table2.json] [md=docs/results_table2.md]
+                                       [temperature=<student sampling temperature; default: the run's>]
 
 Without ``run=`` it trains the main job's default Di[M]O student (pre-training the teacher if needed).
 Rows: the teacher at 1, 2, 4, 8 and 16 steps and the student at 1 step, each over ``seeds`` sampling seeds
@@ -31,7 +32,7 @@ KEYS = ("fd", "is", "precision", "recall", "density", "coverage", "accuracy")
 
 def parse(args: list[str]) -> dict:
     opts = {"run": None, "seeds": "3", "samples_per_class": "200", "out": "results/digits_table2.json",
-            "batch": "500", "md": None}
+            "batch": "500", "md": None, "temperature": None}
     for a in args:
         k, _, v = a.partition("=")
         if k not in opts:
@@ -83,7 +84,8 @@ def main(args: list[str]) -> dict:
     teacher_net = teacher.build_network(load_weights=True).eval()
     sampler = method.plugins["sampler"]
     models = {f"teacher@{k}": (lambda c, g, k=k: sampler.sample(teacher_net, teacher, c, k, g)) for k in STEPS}
-    models["student@1"] = lambda c, g: method.generate(student, c, g)
+    temperature = float(opts["temperature"]) if opts["temperature"] else None   # None: the run's own
+    models["student@1"] = lambda c, g: method.generate(student, c, g, temperature=temperature)
     scorer = Scorer(teacher)
     per_class, batch = int(opts["samples_per_class"]), int(opts["batch"])
     seeds = list(range(int(opts["seeds"])))
@@ -112,6 +114,7 @@ def main(args: list[str]) -> dict:
     }
     result = {"benchmark": "digits_table2", "run": str(opts["run"]), "config_hash": json.loads(
         (Path(opts["run"]) / "student.json").read_text())["config_hash"], "config": cfg,
+        "student_temperature": temperature or cfg["method"].get("sample_temperature"),
         "seeds": seeds, "samples_per_model": per_class * teacher.num_classes, "rows": rows,
         "real_vs_real": floor, "throughput_samples_per_s": {**speed, "batch": batch}, "checks": checks,
         "versions": versions(), "device": "cpu", "threads": torch.get_num_threads()}
