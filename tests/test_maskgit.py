@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import yaml
 from hypothesis import given, settings, strategies as st
 
+from conftest import clean_env
 from core.errors import UserError
 from plugins.samplers import (ConfidenceSampler, HaltonSampler, RandomSampler, halton_order, masked_after,
                               progress)
@@ -672,7 +673,7 @@ def test_evaluation_cli_fid_against_reference_statistics(inception_file, tmp_pat
 @pytest.mark.parametrize("name", ["maskgit", "halton_maskgit"])
 def test_core_run_dimo_on_a_maskgit_folder(tmp_path, folder, halton_folder, name):
     run = tmp_path / "run"
-    env = {**os.environ, "DIMO_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    env = clean_env({"DIMO_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
     args = [sys.executable, "-m", "core.run", "method=dimo", f"teacher={name}", f"teacher.resolution={RES}",
             "trainer.steps=2", "trainer.batch_size=2", "trainer.device=cpu", "trainer.wandb=disabled",
             "trainer.progress=false", f"trainer.output_dir={run}", "eval.enabled=false"]
