@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +16,9 @@ from tqdm import tqdm
 from core import checkpoint, distributed as dist
 from core.config import config_hash, section_config, to_yaml
 from core.errors import UserError
+from core.export import save_student
 from core.interfaces import Method, Role, SetupContext, StepContext, Teacher
 from core.tracking import MetricLogger
-from core.export import save_student
 
 
 @dataclass
@@ -245,13 +243,13 @@ class Trainer:
         checkpoint.save(root, step, self.engines, self.emas,
                         {"config_hash": self.hash, "config": self.cfg}, self.tcfg["keep_checkpoints"])
 
-    def _export(self) -> Optional[Path]:
+    def _export(self) -> Path:
         role = self.method.student_role
-        src = self.emas.get(role) or self._module(role)
-        with zero3_gather(src, self.tcfg["zero_stage"] == 3 and role not in self.emas):
-            path = None
+        use_ema = role in self.emas
+        src = self.emas[role] if use_ema else self._module(role)
+        with zero3_gather(src, self.tcfg["zero_stage"] == 3 and not use_ema):
             if dist.is_main():
-                path = save_student(src, self.cfg, self.run_dir, used_ema=role in self.emas)
+                save_student(src, self.cfg, self.run_dir, used_ema=use_ema)
                 self.method.finalize(src, self.run_dir)
         dist.barrier()
         return self.run_dir / "student.safetensors"

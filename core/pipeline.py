@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
-import torch
 
 from core import distributed as dist
 from core.config import resolve_dict

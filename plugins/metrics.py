@@ -10,7 +10,6 @@ import contextlib
 import io
 import warnings
 
-import torch
 from pydantic import Field
 from torch import nn
 

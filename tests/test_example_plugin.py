@@ -6,7 +6,7 @@ import venv
 
 import pytest
 
-from conftest import ROOT, clean_env, run_cli
+from conftest import ROOT, run_cli
 
 
 @pytest.fixture(scope="module")
