@@ -1,0 +1,1 @@
+"""Benchmarks: suites, results, leaderboards and performance measurements."""
