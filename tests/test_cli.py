@@ -53,3 +53,8 @@ def test_generate_from_a_trained_student(tiny_teacher, tmp_path):
     assert out.is_file() and out.with_suffix(".pt").is_file()
     bad = run_cli("generate", f"checkpoint={tmp_path / 'nope'}")
     assert bad.returncode == 2 and "not found" in bad.stderr
+
+
+def test_works_outside_the_repository(tmp_path):
+    res = run_cli("show-config", "method=dimo", cwd=tmp_path)   # imports come from the installed packages
+    assert res.returncode == 0 and "name: dimo" in res.stdout, res.stderr[-1500:]
