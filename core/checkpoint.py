@@ -4,6 +4,7 @@ Layout of ``<run>/checkpoints/step-00000100/``::
 
     <role>/...                DeepSpeed engine state per trainable role (module, optimizer, scheduler)
     ema-<role>.safetensors    EMA weights
+    frozen-<role>.safetensors weights of frozen roles the method changes (``Role.checkpointed``)
     rng_state_rank<r>.pt      python / numpy / torch RNG states of rank r
     trainer_state.json        step, config hash, resolved config
 
@@ -64,7 +65,8 @@ def latest(root: Path) -> Optional[Path]:
     return done[-1] if done else None
 
 
-def save(root: Path, step: int, engines: dict, emas: dict, trainer_state: dict, keep: int) -> Path:
+def save(root: Path, step: int, engines: dict, emas: dict, trainer_state: dict, keep: int,
+         frozen: Optional[dict] = None) -> Path:
     final = root / f"step-{step:08d}"
     tmp = root / f"step-{step:08d}.tmp"
     if dist.is_main():
@@ -78,6 +80,8 @@ def save(root: Path, step: int, engines: dict, emas: dict, trainer_state: dict, 
     if dist.is_main():
         for role, ema in emas.items():
             atomic_save_safetensors(ema.state_dict(), tmp / f"ema-{role}.safetensors")
+        for role, module in (frozen or {}).items():
+            atomic_save_safetensors(module.state_dict(), tmp / f"frozen-{role}.safetensors")
         (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
     dist.barrier()
     if dist.is_main():
@@ -90,7 +94,7 @@ def save(root: Path, step: int, engines: dict, emas: dict, trainer_state: dict, 
     return final
 
 
-def load(path: Path, engines: dict, emas: dict, config_hash: str) -> int:
+def load(path: Path, engines: dict, emas: dict, config_hash: str, frozen: Optional[dict] = None) -> int:
     state_file = path / "trainer_state.json"
     try:
         state = json.loads(state_file.read_text())
@@ -107,12 +111,13 @@ def load(path: Path, engines: dict, emas: dict, config_hash: str) -> int:
             raise UserError(f"checkpoint '{path}' role '{role}' could not be loaded: {exc}") from None
         if loaded is None:
             raise UserError(f"checkpoint '{path}' has no state for role '{role}'")
-    for role, ema in emas.items():
-        f = path / f"ema-{role}.safetensors"
-        try:
-            ema.load_state_dict(load_file(str(f)))
-        except Exception as exc:
-            raise UserError(f"checkpoint file '{f}' could not be loaded: {exc}") from None
+    for prefix, modules in (("ema", emas), ("frozen", frozen or {})):
+        for role, module in modules.items():
+            f = path / f"{prefix}-{role}.safetensors"
+            try:
+                module.load_state_dict(load_file(str(f)))
+            except Exception as exc:
+                raise UserError(f"checkpoint file '{f}' could not be loaded: {exc}") from None
     rng_file = path / f"rng_state_rank{dist.rank()}.pt"
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))

@@ -187,7 +187,7 @@ class Trainer:
                 raise UserError(f"trainer.resume='{resume}' is not a checkpoint folder (no trainer_state.json); "
                                 f"valid: auto, never, or a path to a step-XXXXXXXX folder")
             if path is not None:
-                start = checkpoint.load(path, self.engines, self.emas, self.hash)
+                start = checkpoint.load(path, self.engines, self.emas, self.hash, self._frozen_checkpointed())
         logger = MetricLogger(self.run_dir, self.cfg, self.tcfg["wandb"], self.tcfg["wandb_project"],
                               self.run_dir.name)
         if start:
@@ -239,9 +239,17 @@ class Trainer:
             return float(engine.get_lr()[0])
         return 0.0
 
+    def _frozen_checkpointed(self) -> dict:
+        """Frozen roles whose weights the method changes (Role.checkpointed), saved with checkpoints."""
+        if self.tcfg["zero_stage"] == 3 and any(r.checkpointed for r in self.roles.values() if not r.trainable):
+            raise UserError("trainer.zero_stage=3 shards frozen roles, and this method changes one during training "
+                            "(Role.checkpointed); valid zero stages for it: 0, 1, 2")
+        return {n: self._module(n) for n, r in self.roles.items() if not r.trainable and r.checkpointed}
+
     def _save(self, root: Path, step: int) -> None:
         checkpoint.save(root, step, self.engines, self.emas,
-                        {"config_hash": self.hash, "config": self.cfg}, self.tcfg["keep_checkpoints"])
+                        {"config_hash": self.hash, "config": self.cfg}, self.tcfg["keep_checkpoints"],
+                        self._frozen_checkpointed())
 
     def _export(self) -> Path:
         role = self.method.student_role

@@ -39,12 +39,26 @@ class Scorer:
         self.evaluator = teacher.evaluator()
         if self.evaluator is None:
             raise ValueError(f"teacher {type(teacher).__name__} has no evaluator")
+        # A task whose distribution is known exactly scores sample tokens, with no image features.
+        self.exact = tuple(getattr(self.evaluator, "exact_metrics", ()))
+        if self.exact:
+            metrics = self.exact if tuple(metrics) == tuple(DEFAULT_METRICS) else tuple(metrics)
+            wrong = [m for m in metrics if m not in self.exact]
+            if wrong:
+                from core.errors import UserError
+                raise UserError(f"eval.metrics: {wrong} need image features, which teacher "
+                                f"{type(teacher).__name__} has none of; its exact metrics: {', '.join(self.exact)}")
+            self.metrics = [build("metric", m) for m in metrics]
+            return
         real_images, self.real_labels = self.evaluator.reference()
         self.real_features = self.evaluator.features(real_images)
         self.real_logits = self.evaluator.logits(real_images)
         self.metrics = [build("metric", m) for m in metrics]
 
     def score(self, samples: Samples) -> dict[str, float]:
+        if self.exact:
+            return self._compute(EvalData(real_features=None, fake_features=None, fake_labels=samples.labels,
+                                          samples=samples, evaluator=self.evaluator))
         data = EvalData(real_features=self.real_features, fake_features=self.evaluator.features(samples.images),
                         real_logits=self.real_logits, fake_logits=self.evaluator.logits(samples.images),
                         real_labels=self.real_labels, fake_labels=samples.labels, samples=samples)
@@ -53,8 +67,16 @@ class Scorer:
             out.update(metric.compute(data))
         return out
 
+    def _compute(self, data: EvalData) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for metric in self.metrics:
+            out.update(metric.compute(data))
+        return out
+
     def real_vs_real(self, seed: int = 0) -> dict[str, float]:
-        """The noise floor: one half of the real data against the other."""
+        """The noise floor: one half of the real data against the other (exact tasks: true samples)."""
+        if self.exact:
+            return self.score(self.evaluator.reference_samples(seed=seed))
         perm = torch.randperm(len(self.real_labels), generator=torch.Generator().manual_seed(seed))
         a, b = perm[: len(perm) // 2], perm[len(perm) // 2:]
         data = EvalData(real_features=self.real_features[a], fake_features=self.real_features[b],
@@ -66,8 +88,15 @@ class Scorer:
         return out
 
 
-def format_table(rows: list[dict], keys=("fd", "is", "precision", "recall", "density", "coverage",
-                                          "accuracy", "samples_per_s")) -> str:
+TABLE_KEYS = ("fd", "is", "precision", "recall", "density", "coverage", "accuracy", "samples_per_s")
+
+
+def format_table(rows: list[dict], keys=None) -> str:
+    """``keys`` None: the image metrics in their usual order, then any other metric of the rows (e.g. the
+    exact metrics of a known distribution)."""
+    if keys is None:
+        keys = list(TABLE_KEYS) + [k for k in dict.fromkeys(k for r in rows for k in r)
+                                   if k not in TABLE_KEYS and k not in ("model", "steps")]
     keys = [k for k in keys if any(k in r for r in rows)]
     head = ["model", "steps"] + keys
     lines = [head] + [[r["model"], str(r["steps"])] + [f"{r[k]:.4g}" if k in r else "-" for k in keys]

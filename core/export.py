@@ -51,7 +51,7 @@ def load_student(checkpoint: str):
     except (json.JSONDecodeError, KeyError) as exc:
         raise UserError(f"'{card}' is not a valid student card: {exc}") from None
     method, teacher = build_method(resolved)
-    network = teacher.build_network(load_weights=False)
+    network = method.student_network()
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:

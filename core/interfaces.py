@@ -201,6 +201,7 @@ class EvalData:
     real_labels: Optional[Tensor] = None
     fake_labels: Optional[Tensor] = None
     samples: Optional[Samples] = None
+    evaluator: Optional[Any] = None  # the task's evaluator, for exact metrics of known distributions
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -221,6 +222,8 @@ class Role:
     ema_decay: Optional[float] = None     # keep an EMA copy (with warm-up min(decay, (1+k)/(10+k)))
     nan_to_num: bool = False              # official Di[M]O: nan -> 0, inf -> +-1e5 in grads
     train_mode: bool = False              # frozen roles only: keep dropout on (official MaskGit teacher)
+    checkpointed: bool = False            # frozen roles only: weights the method changes during training
+                                          # (e.g. SDTT's round teacher) are saved in checkpoints
 
 
 @dataclass
@@ -276,6 +279,11 @@ class Method(Plugin):
 
     def train_step(self, ctx: StepContext) -> dict[str, float]:
         raise NotImplementedError
+
+    def student_network(self) -> nn.Module:
+        """An untrained module with the exported student's architecture (``load_student`` loads its weights);
+        methods whose student adds parameters to the teacher's network (di4c's lambda input) override it."""
+        return self.teacher.build_network(load_weights=False)
 
     def finalize(self, student: nn.Module, run_dir) -> None:
         """Called on rank 0 after the student is exported (e.g. mdm caches a new teacher)."""

@@ -69,13 +69,16 @@ class PRDC(Metric):
 
 
 class ClassAccuracy(Metric):
-    """Share of conditional samples the evaluator classifies as their conditioning class."""
-    higher_is_better = {"accuracy": True}
+    """Share of conditional samples the evaluator classifies as their conditioning class, and the mean
+    log-likelihood of that class (``class_logp``: the ``classifier`` reward of Soft-Di[M]O on hard samples)."""
+    higher_is_better = {"accuracy": True, "class_logp": True}
 
     def compute(self, data: EvalData) -> dict[str, float]:
         if data.fake_labels is None or data.fake_logits is None:
             return {}
-        return {"accuracy": float((data.fake_logits.argmax(1) == data.fake_labels).double().mean())}
+        logp = data.fake_logits.double().log_softmax(1).gather(1, data.fake_labels.long()[:, None])
+        return {"accuracy": float((data.fake_logits.argmax(1) == data.fake_labels).double().mean()),
+                "class_logp": float(logp.mean())}
 
 
 @hookimpl

@@ -65,6 +65,13 @@ class DigitsTeacher(Teacher):
                  "method": {"lr_generator": 3e-4, "lr_aux": 3e-4, "warmup_steps": 20, "cfg_scale": 2.0,
                             "sample_temperature": 1.2},
                  "sampler": {"cfg_scale": 2.0}},
+        # Soft-Di[M]O, best started from a Di[M]O student (method.init_from=<run>): the Di[M]O terms as above
+        # plus the GAN head on the teacher trunk and the digits classifier reward (docs/methods/soft_dimo.md).
+        "soft_dimo": {"trainer": {"steps": 300, "batch_size": 32},
+                      "method": {"lr_generator": 1e-4, "lr_aux": 3e-4, "lr_disc": 3e-4, "warmup_steps": 20,
+                                 "cfg_scale": 2.0, "sample_temperature": 1.2, "w_gan": 0.1, "w_reward": 0.01,
+                                 "rewards": [{"name": "classifier", "weight": 1.0}], "aux_warmup_steps": 30},
+                      "sampler": {"cfg_scale": 2.0}},
     }
 
     def arch_id(self) -> str:

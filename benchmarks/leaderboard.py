@@ -1,0 +1,329 @@
+"""Leaderboards rendered from result files only: Markdown, a static sortable HTML page, and plots.
+
+Rows are grouped as in the paper's tables (Teacher, Sampler, Discrete distillation); performance
+records get their own table; the paper's published numbers (``benchmarks.reported``) are a separate
+table with their citation and are never mixed with what dimo reproduced.
+"""
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Optional
+
+from benchmarks import reported
+from benchmarks.results import Result
+
+GROUP_TITLES = {"reference": "Reference", "teacher": "Teacher", "sampler": "Sampler", "distillation": "Discrete distillation",
+                "test-time": "Test-time search", "performance": "Performance"}
+# Display metadata as data (HELM's schema.yaml idea): stable name -> (column title, description).
+METRICS = {
+    "fd": ("FD", "Fréchet distance in the task classifier's feature space (the role of FID)"),
+    "fid": ("FID", "Fréchet Inception distance against the reference statistics"),
+    "is": ("IS", "Inception-style score of the evaluator's class predictions"),
+    "precision": ("Prec.", "k-NN precision (Kynkäänniemi et al.)"),
+    "recall": ("Rec.", "k-NN recall (Kynkäänniemi et al.)"),
+    "density": ("Den.", "density (Naeem et al.)"),
+    "coverage": ("Cov.", "coverage (Naeem et al.)"),
+    "accuracy": ("Acc.", "share of samples the evaluator classifies as their condition"),
+    "class_logp": ("log p(c|x)", "mean log-likelihood of the conditioning class under the evaluator's classifier "
+                                 "(the classifier reward)"),
+    "valid": ("Valid", "share of sequences possible under the true chain of their class (exact)"),
+    "transition_valid": ("Valid trans.", "share of transitions possible under the true chain (exact)"),
+    "nll": ("NLL/token", "negative log-likelihood per token under the true distribution (exact; impossible "
+                         "transitions charged at the floor probability)"),
+    "distinct": ("Distinct", "share of distinct sequences among the samples (diversity)"),
+    "bigram_tv": ("Bigram TV", "total variation between sampled and true transition frequencies"),
+    "iter_seconds": ("s / iter", "seconds per training iteration (median)"),
+    "iter_cost_vs_mdm": ("iter ÷ MDM", "training iteration time relative to a plain MDM step, same model "
+                                       "and batch"),
+    "samples_per_s": ("samples/s", "sampling throughput at the method's step count"),
+    "throughput_vs_teacher": ("× teacher", "sampling throughput relative to the teacher's k-step sampling"),
+    "peak_memory_mb": ("peak MB", "peak memory of training (CUDA allocator, or RSS growth on CPU)"),
+}
+PLOT_PREFERENCE = ("fd", "fid", "valid", "nll", "accuracy", "is")
+ARROW = {True: "↑", False: "↓"}
+
+
+# ------------------------------------------------------------------------------------------------
+# shared helpers
+# ------------------------------------------------------------------------------------------------
+
+def by_suite(records: Iterable[Result]) -> dict[str, list[Result]]:
+    out: dict[str, list[Result]] = defaultdict(list)
+    for r in records:
+        out[r.entry.suite].append(r)
+    return dict(sorted(out.items()))
+
+
+def ordered(records: list[Result]) -> list[Result]:
+    order = list(GROUP_TITLES)
+    return sorted(records, key=lambda r: (order.index(r.entry.group), r.entry.label, r.entry.steps, r.entry.id))
+
+
+def metric_columns(records: list[Result]) -> list[str]:
+    """Known metrics in the display order, then any others in the order they first appear."""
+    seen: list[str] = []
+    for r in records:
+        seen += [k for k in r.metrics if k not in seen]
+    return [k for k in METRICS if k in seen] + [k for k in seen if k not in METRICS]
+
+
+def title(metric: str) -> str:
+    return METRICS.get(metric, (metric, ""))[0]
+
+
+def fmt(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    a = abs(value)
+    return f"{value:.1f}" if a >= 100 else f"{value:.2f}" if a >= 10 else f"{value:.3f}"
+
+
+def cell(r: Result, k: str) -> str:
+    if k not in r.metrics:
+        return "-"
+    s = r.spread.get(k, 0.0)
+    return fmt(r.metrics[k]) + (f" ± {fmt(s)}" if s > 0 else "")
+
+
+def direction(records: list[Result], k: str) -> str:
+    for r in records:
+        if k in r.higher_is_better:
+            return ARROW[r.higher_is_better[k]]
+    return ""
+
+
+def setup_line(records: list[Result]) -> str:
+    """Seeds, sizes, device and code version of a suite's quality records."""
+    q = [r for r in records if r.entry.group != "performance"]
+    if not q:
+        return ""
+    seeds = sorted({tuple(r.seeds.sample) for r in q})
+    train = sorted({r.seeds.train for r in q if r.seeds.train is not None})
+    sizes = sorted({r.num_samples for r in q})
+    devices = sorted({r.env.device for r in q})
+    commits = sorted({r.env.git_commit[:10] + ("+dirty" if r.env.git_dirty else "") for r in q})
+    return (f"{'/'.join(str(n) for n in sizes)} generated samples per model and sampling seed; sampling seeds "
+            f"{', '.join(str(list(s)) for s in seeds)} (values are mean ± std over these seeds); training "
+            f"seed(s) {train or '-'}; {len(q)} results; device {', '.join(devices)}; dimo commit(s) "
+            f"{', '.join(commits)}.")
+
+
+# ------------------------------------------------------------------------------------------------
+# Markdown
+# ------------------------------------------------------------------------------------------------
+
+def md_table(records: list[Result], first: str = "group") -> list[str]:
+    cols = metric_columns(records)
+    head = [first, "model", "steps"] + [f"{title(k)} {direction(records, k)}".strip() for k in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * len(cols)]
+    for r in ordered(records):
+        lines.append("| " + " | ".join([GROUP_TITLES[r.entry.group], r.entry.label, str(r.entry.steps)]
+                                       + [cell(r, k) for k in cols]) + " |")
+    return lines
+
+
+def md_reported() -> list[str]:
+    cols = list(reported.METRICS)
+    head = ["group", "method", "steps"] + [f"{title(k)} {ARROW[reported.HIGHER_IS_BETTER[k]]}" for k in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * len(cols)]
+    for row in reported.table2():
+        lines.append("| " + " | ".join([GROUP_TITLES[row["group"]], f"{row['method']} ({row['cite']})",
+                                        str(row["steps"])] + [("-" if row[k] is None else f"{row[k]:g}") for k in cols]) + " |")
+    return lines
+
+
+def markdown(records: list[Result], descriptions: dict[str, str], plots: dict[str, list[str]],
+             regenerate: str, html_name: Optional[str] = None) -> str:
+    out = ["# Leaderboards", "",
+           "<!-- generated by `python -m benchmarks.run render` from benchmarks/results/<suite>/*.json; "
+           "do not edit by hand -->", "",
+           "Every number below was produced by dimo's benchmark suites on the machine named in each section "
+           "and is rendered from the result files only. Regenerate (entries whose result exists with the same "
+           "config hash are skipped; `force=true` re-runs them):", "", "```bash", regenerate, "```", ""]
+    if html_name:
+        out += [f"A sortable HTML version: [{html_name}]({html_name}).", ""]
+    for suite, recs in by_suite(records).items():
+        quality = [r for r in recs if r.entry.group != "performance"]
+        perf = [r for r in recs if r.entry.group == "performance"]
+        out += [f"## {suite}", ""]
+        if descriptions.get(suite):
+            out += [descriptions[suite] + ".", ""]
+        if quality:
+            out += ["### Reproduced", "", setup_line(quality), ""] + md_table(quality) + [""]
+            out += [f"![{suite}: {Path(p).stem}]({p})" for p in plots.get(suite, [])] + [""]
+        if perf:
+            cfg = perf[0].config["trainer"]
+            out += ["### Performance", "",
+                    f"Training iteration time relative to a plain MDM step on the same teacher network and batch "
+                    f"({cfg['batch_size']}), sampling throughput relative to the teacher's k-step sampling (same "
+                    f"batch), peak memory of training; device {perf[0].env.device}. Single measurements "
+                    f"(median over iterations, best of sampling repeats), so expect ±10-20% between runs on a "
+                    f"shared CPU.", ""] + md_table(perf, first="group") + [""]
+    out += ["## Reported in the paper (not reproduced here)", "",
+            f"{reported.SETTING}. {reported.CITATION}. These numbers are copied from the paper, not produced by "
+            f"dimo, and are kept out of the tables above.", ""] + md_reported() + [""]
+    out += ["## Metrics", ""] + [f"- **{t}** (`{k}`): {d}" for k, (t, d) in METRICS.items()] + [""]
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------------
+# HTML (static, sortable, no network)
+# ------------------------------------------------------------------------------------------------
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f0f0f0;cursor:pointer;user-select:none}td.t,th.t{text-align:left}
+tr.g-teacher td:first-child{border-left:4px solid #5b8}tr.g-sampler td:first-child{border-left:4px solid #58b}
+tr.g-distillation td:first-child{border-left:4px solid #b85}tr.g-reference td:first-child{border-left:4px solid #999}th.sorted-asc::after{content:" ▲"}
+th.sorted-desc::after{content:" ▼"}p.note{color:#555;font-size:90%}"""
+
+JS = """document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0];
+      var asc = !th.classList.contains('sorted-asc');
+      table.querySelectorAll('th').forEach(function (h) { h.classList.remove('sorted-asc', 'sorted-desc'); });
+      th.classList.add(asc ? 'sorted-asc' : 'sorted-desc');
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[col].getAttribute('data-v'), y = b.cells[col].getAttribute('data-v');
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var cmp = (isNaN(nx) || isNaN(ny)) ? String(x).localeCompare(String(y)) : nx - ny;
+        return asc ? cmp : -cmp;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+document.body.setAttribute('data-ready', 'true');"""
+
+
+def _td(text: str, value, left: bool = False) -> str:
+    v = "" if value is None else value
+    return f'<td{" class=t" if left else ""} data-v="{html.escape(str(v))}">{html.escape(text)}</td>'
+
+
+def html_table(records: list[Result], caption: str) -> str:
+    cols = metric_columns(records)
+    head = "".join(f'<th class=t>{h}</th>' for h in ("group", "model", "steps"))
+    head += "".join(f'<th title="{html.escape(METRICS.get(k, ("", ""))[1])}">{html.escape(title(k))} '
+                    f'{direction(records, k)}</th>' for k in cols)
+    rows = []
+    for r in ordered(records):
+        tds = [_td(GROUP_TITLES[r.entry.group], list(GROUP_TITLES).index(r.entry.group), True),
+               _td(r.entry.label, r.entry.label, True), _td(str(r.entry.steps), r.entry.steps)]
+        tds += [_td(cell(r, k), r.metrics.get(k)) for k in cols]
+        rows.append(f'<tr class="g-{r.entry.group}" data-entry="{html.escape(r.entry.suite)}/'
+                    f'{html.escape(r.entry.id)}" title="config hash {r.config_hash}">{"".join(tds)}</tr>')
+    return (f'<table class="sortable"><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def html_reported() -> str:
+    cols = list(reported.METRICS)
+    head = "".join(f"<th class=t>{h}</th>" for h in ("group", "method", "steps"))
+    head += "".join(f"<th>{title(k)} {ARROW[reported.HIGHER_IS_BETTER[k]]}</th>" for k in cols)
+    rows = []
+    for row in reported.table2():
+        tds = [_td(GROUP_TITLES[row["group"]], list(GROUP_TITLES).index(row["group"]), True),
+               _td(f"{row['method']} ({row['cite']})", row["method"], True), _td(str(row["steps"]), row["steps"])]
+        tds += [_td("-" if row[k] is None else f"{row[k]:g}", row[k]) for k in cols]
+        rows.append(f'<tr class="g-{row["group"]}" data-reported="true">{"".join(tds)}</tr>')
+    return (f'<table class="sortable" id="reported"><caption>Reported in the paper, not reproduced: '
+            f'{html.escape(reported.SETTING)}</caption><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def html_page(records: list[Result], descriptions: dict[str, str], regenerate: str) -> str:
+    parts = ["<!doctype html><html lang=en><head><meta charset=utf-8><title>dimo leaderboards</title>",
+             f"<style>{CSS}</style></head><body><h1>dimo leaderboards</h1>",
+             f"<p class=note>Rendered from result files only. Regenerate: <code>{html.escape(regenerate)}</code>. "
+             f"Click a column header to sort.</p>"]
+    for suite, recs in by_suite(records).items():
+        quality = [r for r in recs if r.entry.group != "performance"]
+        perf = [r for r in recs if r.entry.group == "performance"]
+        parts.append(f'<section id="suite-{html.escape(suite)}"><h2>{html.escape(suite)}</h2>')
+        if descriptions.get(suite):
+            parts.append(f"<p>{html.escape(descriptions[suite])}.</p>")
+        if quality:
+            parts += [f"<p class=note>{html.escape(setup_line(quality))}</p>",
+                      html_table(quality, f"{suite}: reproduced")]
+        if perf:
+            parts.append(html_table(perf, f"{suite}: performance"))
+        parts.append("</section>")
+    parts += ["<section id=reported-section><h2>Reported in the paper (not reproduced here)</h2>",
+              f"<p class=note>{html.escape(reported.CITATION)}</p>", html_reported(), "</section>",
+              f"<script>{JS}</script></body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# plots
+# ------------------------------------------------------------------------------------------------
+
+def plot_metrics(records: list[Result], limit: int = 2) -> list[str]:
+    present = {k for r in records for k in r.metrics}
+    return [k for k in PLOT_PREFERENCE if k in present][:limit]
+
+
+def plot_suite(records: list[Result], metric: str, out_stem: Path) -> list[Path]:
+    """Metric vs sampling steps: a line per teacher sampler, a marker per distilled method (± spread)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    series: dict[tuple[str, str], list[Result]] = defaultdict(list)
+    for r in records:
+        if metric in r.metrics and r.entry.group != "performance":
+            series[(r.entry.group, r.entry.label)].append(r)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    markers = iter("osD^vP*Xh<>")
+    for (group, label), rs in sorted(series.items(), key=lambda kv: (list(GROUP_TITLES).index(kv[0][0]), kv[0][1])):
+        rs = sorted(rs, key=lambda r: r.entry.steps)
+        x = [r.entry.steps for r in rs]
+        y = [r.metrics[metric] for r in rs]
+        e = [r.spread.get(metric, 0.0) for r in rs]
+        style = "--" if group == "reference" else "-" if group in ("teacher", "sampler") else "none"
+        ax.errorbar(x, y, yerr=e, linestyle=style, marker=next(markers, "o"), capsize=3, label=label,
+                    markersize=7 if group == "distillation" else 5)
+    ax.set_xscale("log", base=2)
+    steps = sorted({r.entry.steps for rs in series.values() for r in rs})
+    ax.set_xticks(steps, [str(s) for s in steps])
+    ax.set_xlabel("sampling steps")
+    higher = next((r.higher_is_better[metric] for rs in series.values() for r in rs), None)
+    ax.set_ylabel(f"{title(metric)} ({'higher' if higher else 'lower'} is better)")
+    ax.set_title(f"{records[0].entry.suite}: {title(metric)} vs sampling steps (± std over sampling seeds)",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".svg")]
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(paths[0], dpi=110, metadata={"Software": None})
+    matplotlib.rcParams["svg.hashsalt"] = "dimo"   # stable ids: re-rendering the same data gives the same file
+    fig.savefig(paths[1], metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------
+# everything
+# ------------------------------------------------------------------------------------------------
+
+def render(records: list[Result], out_dir: Path, descriptions: dict[str, str], regenerate: str,
+           name: str = "leaderboards") -> dict[str, Path]:
+    """``<out>/<name>.md``, ``<out>/<name>/index.html`` and ``<out>/<name>/<suite>_<metric>.{png,svg}``."""
+    out_dir = Path(out_dir)
+    assets = out_dir / name
+    assets.mkdir(parents=True, exist_ok=True)
+    plots: dict[str, list[str]] = {}
+    for suite, recs in by_suite(records).items():
+        for metric in plot_metrics(recs):
+            png, _ = plot_suite(recs, metric, assets / f"{suite}_{metric}")
+            plots.setdefault(suite, []).append(f"{name}/{png.name}")
+    page = assets / "index.html"
+    page.write_text(html_page(records, descriptions, regenerate))
+    md = out_dir / f"{name}.md"
+    md.write_text(markdown(records, descriptions, plots, regenerate, html_name=f"{name}/index.html"))
+    return {"markdown": md, "html": page}

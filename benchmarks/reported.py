@@ -1,0 +1,42 @@
+"""Numbers published in the paper, kept apart from anything dimo reproduced (rendered as their own table).
+
+Transcribed from Table 2 of "Di[M]O: Distilling Masked Diffusion Models into One-step Generator" and its
+Soft-Di[M]O extension (Zhu, Wang, Lathuilière, Kalogeiton; slides "Di[M]O and Soft-Di[M]O"):
+class-conditional ImageNet 256x256, MaskGit teacher, 50k samples. ``None`` is a '-' in the paper.
+"""
+from __future__ import annotations
+
+CITATION = ("Y. Zhu, X. Wang, S. Lathuilière, V. Kalogeiton, \"Di[M]O: Distilling Masked Diffusion Models into "
+            "One-step Generator\" and its Soft-Di[M]O extension, Table 2 (class-conditional ImageNet-256, MaskGit "
+            "teacher; the Soft-Di[M]O row is that extension's own result)")
+SETTING = "ImageNet 256x256, class-conditional, MaskGit teacher"
+METRICS = ("fid", "is", "precision", "recall", "density", "coverage")
+HIGHER_IS_BETTER = {"fid": False, "is": True, "precision": True, "recall": True, "density": True, "coverage": True}
+
+# (group, method, citation in the paper, steps, FID, IS, Prec., Rec., Den., Cov.)
+_TABLE2 = [
+    ("teacher", "MaskGit", "Besnier & Chen, 2023", 16, 6.60, 224.1, 0.83, 0.40, 1.25, 0.98),
+    ("teacher", "MaskGit", "Besnier & Chen, 2023", 8, 6.66, 221.6, 0.83, 0.40, 1.23, 0.97),
+    ("teacher", "MaskGit", "Besnier & Chen, 2023", 4, 10.73, 192.3, 0.75, 0.31, 1.01, 0.92),
+    ("teacher", "MaskGit", "Besnier & Chen, 2023", 2, 91.35, 13.4, 0.18, 0.16, 0.09, 0.12),
+    ("sampler", "θ-trapezoidal", "Ren et al., 2025", 64, 6.70, None, None, None, None, None),
+    ("sampler", "θ-trapezoidal", "Ren et al., 2025", 32, 7.10, None, None, None, None, None),
+    ("sampler", "Halton (reproduced by the authors)", "Besnier et al., 2025", 32, 9.62, 296.2, 0.90, 0.28, 1.47, 0.98),
+    ("sampler", "Halton (reproduced by the authors)", "Besnier et al., 2025", 16, 8.73, 283.2, 0.89, 0.28, 1.46, 0.98),
+    ("sampler", "Halton (reproduced by the authors)", "Besnier et al., 2025", 8, 7.73, 248.8, 0.86, 0.31, 1.37, 0.97),
+    ("distillation", "SDTT", "Deschenaux & Gulcehre, 2024", 4, 8.97, 205.0, 0.88, 0.41, 1.43, 0.97),
+    ("distillation", "SDTT", "Deschenaux & Gulcehre, 2024", 1, 90.40, 14.0, 0.31, 0.13, 0.21, 0.34),
+    ("distillation", "di4c", "Hayakawa et al., 2024", 4, 6.79, 209.2, None, None, None, None),
+    ("distillation", "di4c-d", "Hayakawa et al., 2024", 4, 6.57, 213.6, None, None, None, None),
+    ("distillation", "ReDi¹", "Yoo et al., 2025", 4, 7.58, 228.0, 0.87, 0.46, 1.33, 0.98),
+    ("distillation", "ReDi²", "Yoo et al., 2025", 4, 7.86, 240.0, 0.87, 0.44, 1.31, 0.97),
+    ("distillation", "ReDi³-distill", "Yoo et al., 2025", 1, 11.68, 182.0, 0.83, 0.44, 1.25, 0.96),
+    ("distillation", "Di[M]O", "Zhu et al., 2025b", 1, 6.91, 214.0, 0.83, 0.38, 1.26, 0.97),
+    ("distillation", "Soft-Di[M]O", "Zhu et al., Soft-Di[M]O", 1, 6.40, 214.8, 0.83, 0.39, 1.27, 0.97),
+]
+
+
+def table2() -> list[dict]:
+    """The rows as dicts: group, method, cite, steps and the metric values (None where not reported)."""
+    return [{"group": g, "method": m, "cite": c, "steps": s, **dict(zip(METRICS, vals))}
+            for g, m, c, s, *vals in _TABLE2]

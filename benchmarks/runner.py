@@ -1,0 +1,555 @@
+"""Runs a suite's entries through the real pipeline and writes one validated result file per entry.
+
+  * teacher / sampler entries: the (pre-trained, cached) teacher sampled by a sampler plugin at k steps;
+  * distillation entries: ``core.engine.Trainer`` trains the method (a finished run folder with the same
+    core config hash is reused), then the exported student is sampled at its step count;
+  * performance entries: a few training iterations of the method and of plain MDM on the same teacher
+    network and batch, and sampling throughput of the student against the teacher's k-step sampling, each
+    in a fresh process so that peak memory is the method's own.
+
+An entry whose result file exists with the same config hash is skipped (``force`` re-runs it).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import multiprocessing as mp
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from tqdm import tqdm
+
+from benchmarks import results
+from benchmarks.suites import Entry, Suite, entries
+from core.errors import UserError
+
+PERF_HIGHER = {"iter_seconds": False, "iter_cost_vs_mdm": False, "peak_memory_mb": False,
+               "samples_per_s": True, "throughput_vs_teacher": True}
+QUIET_TRAINER = {"wandb": "disabled", "progress": False}
+
+
+@dataclass
+class Outcome:
+    entry: Entry
+    status: str          # "ran", "skipped", "failed"
+    path: Path
+    detail: str = ""
+
+
+# ------------------------------------------------------------------------------------------------
+# configs
+# ------------------------------------------------------------------------------------------------
+
+def default_metrics(suite: Suite, teacher_section: dict) -> list[str]:
+    """The suite's metrics, else the task's exact metrics (known distributions), else the image ones."""
+    from core.config import lookup
+    from core.evaluate import DEFAULT_METRICS
+    if suite.eval.metrics:
+        return list(suite.eval.metrics)
+    exact = getattr(lookup("teacher", teacher_section["name"]), "exact_metrics", ())
+    return list(exact or DEFAULT_METRICS)
+
+
+def eval_section(suite: Suite, entry: Entry) -> dict:
+    e = suite.eval
+    return {"enabled": False, "samples_per_class": e.samples_per_class, "batch_size": e.batch_size,
+            "seed": e.seeds[0], "teacher_steps": [entry.steps], "metrics": default_metrics(suite, entry.teacher)}
+
+
+def resolve_entry(suite: Suite, entry: Entry) -> dict:
+    """The validated config of an entry (core's resolution: defaults, the teacher's recipe, overrides)."""
+    from core.config import resolve_dict
+    ev = eval_section(suite, entry)
+    if entry.kind == "teacher":
+        # The teacher's weights come from its mdm recipe: that config, plus the sampler being measured.
+        return resolve_dict({"method": {"name": "mdm"}, "teacher": copy.deepcopy(entry.teacher),
+                             "sampler": copy.deepcopy(entry.sampler), "trainer": {"seed": entry.seed, **QUIET_TRAINER},
+                             "eval": ev})
+    sections = copy.deepcopy(entry.sections)
+    trainer = {**sections.pop("trainer", {}), "seed": entry.seed, **QUIET_TRAINER}
+    if entry.kind == "perf":
+        perf = suite.performance
+        trainer.update(batch_size=perf.batch_size, steps=perf.warmup + perf.iters, log_every=1,
+                       checkpoint_every=0)
+    return resolve_dict({**sections, "teacher": copy.deepcopy(entry.teacher), "trainer": trainer, "eval": ev})
+
+
+def hashed_entry(suite: Suite, entry: Entry) -> dict:
+    """The entry's own settings that change its result (on top of the resolved config)."""
+    out = {"kind": entry.kind, "label": entry.label, "group": entry.group, "steps": entry.steps,
+           "sampler": entry.sampler, "suite_version": suite.version}
+    if entry.search is not None:
+        out["search"] = entry.search
+    if entry.kind == "perf":
+        out["performance"] = suite.performance.model_dump()
+    else:
+        out["eval_seeds"] = suite.eval.seeds
+        out["evaluator"] = suite.evaluator
+        if suite.evaluator == "inception":
+            out["reference_sha256"] = results.file_sha256(Path(suite.reference)) if suite.reference else None
+    return out
+
+
+def result_path(out_dir: Path, suite: Suite, entry: Entry) -> Path:
+    return Path(out_dir) / suite.name / f"{entry.id}.json"
+
+
+def up_to_date(path: Path, config_hash: str, teacher_sha: Optional[str] = None) -> bool:
+    """The result exists with this config hash (and, when known, was made with these teacher weights:
+    the teacher cache is keyed by architecture, so a re-trained teacher must invalidate results)."""
+    if not path.is_file():
+        return False
+    try:
+        record = results.read(path)
+    except UserError as exc:
+        print(f"benchmarks: {exc}\nbenchmarks: re-running that entry")
+        return False
+    return record.config_hash == config_hash and (teacher_sha is None or record.teacher_sha256 == teacher_sha)
+
+
+# ------------------------------------------------------------------------------------------------
+# teachers, students
+# ------------------------------------------------------------------------------------------------
+
+def build_teacher(section: dict):
+    from core.config import section_config
+    cls, cfg = section_config({"teacher": section}, "teacher")
+    return cls(cfg)
+
+
+def ensure_teacher(section: dict, seed: int, work_dir: Path) -> None:
+    """Embedded teachers without cached weights are pre-trained with mdm first (as the main job does)."""
+    from core.config import config_hash, resolve_dict
+    from core.pipeline import main_job
+    teacher = build_teacher(section)
+    has = getattr(teacher, "has_weights", None)
+    if has is None or has():
+        return
+    cfg = resolve_dict({"method": {"name": "mdm"}, "teacher": copy.deepcopy(section),
+                        "trainer": {"seed": seed, **QUIET_TRAINER}, "eval": {"enabled": False}})
+    cfg["trainer"]["output_dir"] = str(work_dir / f"mdm-{section['name']}-{config_hash(cfg)}")
+    print(f"benchmarks: pre-training the {section['name']} teacher (method=mdm, its recipe)")
+    main_job(cfg)
+
+
+def teacher_sha256(teacher) -> Optional[str]:
+    for attr in ("checkpoint_path", "transformer_path"):
+        fn = getattr(teacher, attr, None)
+        if fn is not None:
+            try:
+                return results.file_sha256(fn())
+            except (UserError, OSError):
+                return None
+    return None
+
+
+def student_dir(resolved: dict, work_dir: Path) -> Path:
+    """The run folder of a trained student: named by the core config hash and the teacher's weights."""
+    from core.config import config_hash
+    weights = (teacher_sha256(build_teacher(resolved["teacher"])) or "none")[:8]
+    return work_dir / f"{resolved['method']['name']}-{resolved['teacher']['name']}-{config_hash(resolved)}-t{weights}"
+
+
+def train_student(resolved: dict, work_dir: Path) -> tuple[Path, Optional[float]]:
+    """Train (or reuse a finished run folder with the same core config hash and teacher weights).
+    Returns (run folder, training seconds or None when reused)."""
+    from core.config import config_hash
+    from core.engine import Trainer
+    ensure_teacher(resolved["teacher"], resolved["trainer"]["seed"], work_dir)
+    run_dir = student_dir(resolved, work_dir)
+    card = run_dir / "student.json"
+    if card.is_file() and json.loads(card.read_text()).get("config_hash") == config_hash(resolved):
+        return run_dir, None
+    cfg = copy.deepcopy(resolved)
+    cfg["trainer"]["output_dir"] = str(run_dir)
+    return run_dir, Trainer(cfg).train().seconds
+
+
+def search_generator(search: dict, method, teacher, student) -> Callable:
+    """Test-time search rows: TTEO (multi-start) or plain best-of-N, picking by the given rewards."""
+    from core.generate import TTEOConfig, best_of_n, build_rewards, tteo_sample
+    rewards = build_rewards(search["rewards"])
+    temperature = getattr(method.config, "sample_temperature", 1.0)
+    if search["mode"] == "best_of_n":
+        return lambda c, g: best_of_n(method, student, teacher, c, rewards, search["n"], temperature, g)[0]
+    cfg = TTEOConfig(seeds=search["seeds"], iters=search["iters"], lr=search["lr"], compare=False)
+    return lambda c, g: tteo_sample(method, student, teacher, c, rewards, cfg, temperature, g)[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation
+# ------------------------------------------------------------------------------------------------
+
+class EmbeddedEvaluator:
+    """The teacher's own evaluator through core's Scorer (classifier features or exact metrics)."""
+
+    def __init__(self):
+        self._scorers: dict[str, object] = {}
+
+    def scorer(self, teacher, section: dict, metrics: list[str]):
+        from core.evaluate import Scorer
+        key = json.dumps([section, metrics], sort_keys=True)
+        if key not in self._scorers:
+            self._scorers[key] = Scorer(teacher, metrics)
+        return self._scorers[key]
+
+    def run(self, generate: Callable, teacher, section: dict, ev: dict, seeds: list[int], desc: str):
+        from core.evaluate import sample_per_class
+        scorer = self.scorer(teacher, section, ev["metrics"])
+        per_seed, tokens = [], []
+        for seed in seeds:
+            samples, _ = sample_per_class(generate, teacher, ev["samples_per_class"], ev["batch_size"], seed, desc)
+            per_seed.append(scorer.score(samples))
+            tokens.append(samples.tokens)
+        return per_seed, tokens, len(tokens[0])
+
+
+class InceptionEvaluator:
+    """Streamed Inception-v3 FID against reference statistics and IS (ImageNet scale, nothing kept)."""
+
+    def __init__(self, reference: str):
+        from plugins.teachers.maskgit.evaluation import load_reference_stats
+        self.reference = load_reference_stats(reference)
+        self.extractor = None
+
+    def run(self, generate: Callable, teacher, section: dict, ev: dict, seeds: list[int], desc: str):
+        from plugins.teachers.maskgit.evaluation import InceptionFeatures, score_images
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.extractor is None:
+            self.extractor = InceptionFeatures(None, device)
+        labels = torch.arange(teacher.num_classes).repeat_interleave(ev["samples_per_class"])
+        per_seed, tokens = [], []
+        for seed in seeds:
+            g = torch.Generator().manual_seed(seed)
+            kept: list[torch.Tensor] = []
+
+            def batches():
+                for chunk in tqdm(labels.split(ev["batch_size"]), desc=desc, leave=False, disable=None):
+                    with torch.no_grad():
+                        t = generate(chunk, g)
+                        kept.append(t.cpu())
+                        yield teacher.decode(t).float()
+            out = score_images(batches(), self.extractor, self.reference)
+            per_seed.append({"fid": out["fid"], "is": out["is"]})
+            tokens.extend(kept)
+        return per_seed, tokens, len(labels)
+
+
+def summarise(per_seed: list[dict]) -> tuple[dict, dict]:
+    """Mean and standard deviation over sampling seeds of the metrics every seed produced finitely."""
+    import math
+    keys = [k for k in per_seed[0] if all(k in r and math.isfinite(r[k]) for r in per_seed)]
+    dropped = sorted({k for r in per_seed for k in r} - set(keys))
+    if dropped:
+        print(f"benchmarks: metric(s) {dropped} were not finite for every seed and are left out")
+    mean = {k: statistics.fmean(r[k] for r in per_seed) for k in keys}
+    spread = {k: (statistics.stdev([r[k] for r in per_seed]) if len(per_seed) > 1 else 0.0) for k in keys}
+    return mean, spread
+
+
+def higher_is_better(metric_names: list[str], keys) -> dict[str, bool]:
+    from registry import get_registry
+    table = dict(PERF_HIGHER)
+    table.update({"fid": False, "is": True})
+    for name in metric_names:
+        try:
+            table.update(get_registry().get("metric", name).higher_is_better)
+        except Exception:
+            pass
+    missing = [k for k in keys if k not in table]
+    if missing:
+        raise UserError(f"metric(s) {missing} declare no direction (Metric.higher_is_better)")
+    return {k: table[k] for k in keys}
+
+
+# ------------------------------------------------------------------------------------------------
+# performance (each measurement in a fresh process: clean peak memory, no shared allocator)
+# ------------------------------------------------------------------------------------------------
+
+class PeakMemory:
+    """CUDA allocator peak on GPU; on CPU the peak resident set size above the level at entry."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            import psutil
+            import threading
+            self.proc, self._stop = psutil.Process(), False
+            self.base = self.peak = self.proc.memory_info().rss
+            self.thread = threading.Thread(target=self._poll, daemon=True)
+            self.thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop = True
+            self.thread.join()
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def mb(self) -> float:
+        return (self.peak - self.base) / 2 ** 20
+
+
+def best_throughput(fn: Callable, teacher, batch: int, repeats: int) -> tuple[float, torch.Tensor]:
+    """Samples per second of one ``batch`` (best of ``repeats``), and the tokens of the first repeat."""
+    cond = torch.arange(batch) % teacher.num_classes
+    best, first = float("inf"), None
+    for r in range(repeats):
+        g = torch.Generator().manual_seed(r)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = fn(cond, g)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+        first = out.cpu() if first is None else first
+    return batch / best, first
+
+
+def _perf_child(resolved: dict, perf: dict, sampler_cfg: dict, steps: int, queue) -> None:
+    """In a fresh process: train ``warmup + iters`` steps, time them, then time sampling."""
+    import tempfile
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):   # the parent's group
+        os.environ.pop(k, None)
+    try:
+        from core.engine import Trainer
+        from core.export import load_student
+        from registry.registry import build
+        with tempfile.TemporaryDirectory(prefix="dimo-perf-") as tmp:
+            cfg = copy.deepcopy(resolved)
+            cfg["trainer"]["output_dir"] = tmp
+            device = torch.device("cuda" if torch.cuda.is_available() and cfg["trainer"]["device"] != "cpu" else "cpu")
+            with PeakMemory(device) as mem:
+                result = Trainer(cfg).train()
+            rates = [h["samples_per_s"] for h in result.history][perf["warmup"]:]
+            iter_seconds = statistics.median(cfg["trainer"]["batch_size"] / r for r in rates)
+            method, teacher, student, _ = load_student(tmp)
+            student.to(device)
+            teacher_net = teacher.build_network(load_weights=True).to(device).eval()
+            sampler = build("sampler", sampler_cfg["name"], {k: v for k, v in sampler_cfg.items() if k != "name"})
+            k_teacher = perf["teacher_steps"]
+            if method.needs_teacher_weights:
+                student_fn = lambda c, g: method.generate(student, c.to(device), g, steps=steps)
+            else:   # mdm: its network sampled like the teacher
+                student_fn = lambda c, g: sampler.sample(student, teacher, c, steps, g)
+            teacher_fn = lambda c, g: sampler.sample(teacher_net, teacher, c, k_teacher, g)
+            s_rate, tokens = best_throughput(student_fn, teacher, perf["sample_batch"], perf["repeats"])
+            t_rate, _ = best_throughput(teacher_fn, teacher, perf["sample_batch"], perf["repeats"])
+        queue.put({"iter_seconds": iter_seconds, "peak_memory_mb": mem.mb, "samples_per_s": s_rate,
+                   "teacher_samples_per_s": t_rate, "tokens": tokens.tolist(), "device": results.device_name(device),
+                   "train_seconds": result.seconds})
+    except BaseException as exc:   # report, never hang the parent
+        import traceback
+        queue.put({"error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"})
+
+
+def measure_in_child(resolved: dict, perf: dict, sampler_cfg: dict, steps: int) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_perf_child, args=(resolved, perf, sampler_cfg, steps, queue))
+    proc.start()
+    out = queue.get()
+    proc.join()
+    if "error" in out:
+        raise RuntimeError(f"performance measurement failed: {out['error']}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# one entry
+# ------------------------------------------------------------------------------------------------
+
+class Runner:
+    def __init__(self, suite: Suite, out_dir: Path, work_dir: Path, force: bool = False):
+        self.suite, self.out_dir, self.work_dir, self.force = suite, Path(out_dir), Path(work_dir), force
+        self._evaluator = None
+        self._teacher_sha: dict[str, Optional[str]] = {}
+
+    def current_teacher_sha(self, section: dict) -> Optional[str]:
+        """sha256 of the teacher's weights as they are now (None: not trained yet, or no file)."""
+        key = json.dumps(section, sort_keys=True)
+        if key not in self._teacher_sha:
+            self._teacher_sha[key] = teacher_sha256(build_teacher(section))
+        return self._teacher_sha[key]
+
+    def resolve(self, entry: Entry) -> dict:
+        """The entry's config; a student initialised from another entry's student points at that run folder
+        (named by that entry's config hash, so re-training the source re-runs this entry)."""
+        resolved = resolve_entry(self.suite, entry)
+        if entry.init_from and entry.kind != "perf":
+            source = self.entry(entry.init_from)
+            resolved["method"]["init_from"] = str(student_dir(resolve_entry(self.suite, source), self.work_dir))
+        return resolved
+
+    def entry(self, entry_id: str) -> Entry:
+        return next(e for e in entries(self.suite) if e.id == entry_id)
+
+    def ensure_source(self, entry: Entry) -> None:
+        """Train the student this entry starts from, if it is not trained yet."""
+        if entry.init_from and entry.kind != "perf":
+            train_student(resolve_entry(self.suite, self.entry(entry.init_from)), self.work_dir)
+
+    def is_current(self, entry: Entry) -> tuple[bool, str, Path]:
+        resolved = self.resolve(entry)
+        h = results.entry_hash(resolved, hashed_entry(self.suite, entry))
+        path = result_path(self.out_dir, self.suite, entry)
+        return up_to_date(path, h, self.current_teacher_sha(entry.teacher)), h, path
+
+    def evaluator(self):
+        if self._evaluator is None:
+            if self.suite.evaluator == "inception":
+                self._evaluator = InceptionEvaluator(self.suite.reference)
+            else:
+                self._evaluator = EmbeddedEvaluator()
+        return self._evaluator
+
+    def availability(self) -> Optional[str]:
+        """None when the suite can run here, else the reason it cannot (the suite is then skipped)."""
+        if self.suite.evaluator == "inception":
+            if not self.suite.reference:
+                return (f"suite '{self.suite.name}' needs ImageNet-256 reference statistics: pass "
+                        f"reference=<stats.npz> (mu, sigma of Inception pool features; see docs/benchmarks.md)")
+            if not Path(self.suite.reference).is_file():
+                return f"reference statistics '{self.suite.reference}' do not exist"
+        for section in self.suite.teachers:
+            try:
+                teacher = build_teacher(section)
+                if hasattr(teacher, "transformer_path"):
+                    teacher.transformer_path()
+            except UserError as exc:
+                return f"teacher '{section['name']}' is not available here: {exc}"
+        if self.suite.evaluator == "inception":
+            try:
+                from plugins.teachers.maskgit.evaluation import inception_weights
+                inception_weights()
+            except UserError as exc:
+                return str(exc)
+        return None
+
+    def run_entry(self, entry: Entry) -> Outcome:
+        current, h, path = self.is_current(entry)
+        if current and not self.force:
+            return Outcome(entry, "skipped", path, "result with this config hash exists")
+        t0 = time.time()
+        self.ensure_source(entry)
+        resolved = self.resolve(entry)
+        if entry.kind == "perf":
+            record = self._perf(entry, resolved)
+        else:
+            record = self._quality(entry, resolved)
+        record.update(config_hash=h, date=results.now(), wall_time_s=time.time() - t0)
+        results.write(path, record)
+        self._teacher_sha.clear()   # a teacher may have been pre-trained by this entry
+        return Outcome(entry, "ran", path)
+
+    def _record(self, entry: Entry, resolved: dict, device: torch.device, **fields) -> dict:
+        return {"schema_version": results.SCHEMA_VERSION,
+                "entry": {"suite": self.suite.name, "suite_version": self.suite.version, "id": entry.id,
+                          "group": entry.group, "label": entry.label, "teacher": entry.teacher["name"],
+                          "method": resolved["method"]["name"] if entry.kind != "teacher" else None,
+                          "sampler": (entry.sampler or {}).get("name"), "steps": entry.steps},
+                "config": resolved, "env": results.environment(resolved, device), **fields}
+
+    def _quality(self, entry: Entry, resolved: dict) -> dict:
+        from core.config import config_hash
+        from core.export import load_student
+        from registry.registry import build
+        train_seconds, train_hash = None, None
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if entry.kind == "teacher":
+            ensure_teacher(resolved["teacher"], entry.seed, self.work_dir)
+            teacher = build_teacher(resolved["teacher"])
+            net = teacher.build_network(load_weights=True).to(device).eval()
+            sampler = build("sampler", resolved["sampler"]["name"],
+                            {k: v for k, v in resolved["sampler"].items() if k != "name"})
+            generate = lambda c, g: sampler.sample(net, teacher, c, entry.steps, g)
+            train_seed = None
+        else:
+            run_dir, train_seconds = train_student(resolved, self.work_dir)
+            train_hash = config_hash(resolved)
+            method, teacher, student, _ = load_student(str(run_dir))
+            student.to(device)
+            generate = lambda c, g: method.generate(student, c.to(device), g, steps=entry.steps)
+            if entry.kind == "search":
+                generate = search_generator(entry.search, method, teacher, student)
+            train_seed = entry.seed
+        ev = resolved["eval"]
+        per_seed, tokens, n = self.evaluator().run(generate, teacher, resolved["teacher"], ev, self.suite.eval.seeds,
+                                                   desc=entry.id)
+        mean, spread = summarise(per_seed)
+        return self._record(entry, resolved, device, train_config_hash=train_hash,
+                            teacher_sha256=teacher_sha256(teacher),
+                            seeds={"train": train_seed, "sample": list(self.suite.eval.seeds)},
+                            train_time_s=train_seconds, num_samples=n, metrics=mean, spread=spread,
+                            per_seed=[{k: r[k] for k in mean} for r in per_seed],
+                            higher_is_better=higher_is_better(ev["metrics"], mean),
+                            sample_hash=results.tokens_hash(tokens))
+
+    def _perf(self, entry: Entry, resolved: dict) -> dict:
+        from core.config import config_hash, resolve_dict
+        perf = self.suite.performance.model_dump()
+        ensure_teacher(resolved["teacher"], entry.seed, self.work_dir)
+        sampler_cfg = next((s.config for s in self.suite.samplers if s.group == "teacher"), {"name": "random"})
+        # the baseline: a plain MDM step on the same teacher network and batch, fine-tuning the teacher
+        base_cfg = resolve_dict({"method": {"name": "mdm", "init_from_teacher": True, "cache_teacher": False},
+                                 "teacher": copy.deepcopy(resolved["teacher"]),
+                                 "trainer": {k: resolved["trainer"][k] for k in ("seed", "batch_size", "steps",
+                                                                                 "log_every", "wandb", "progress",
+                                                                                 "precision", "device")},
+                                 "eval": {"enabled": False}})
+        is_mdm = resolved["method"]["name"] == "mdm"
+        if is_mdm:   # the baseline's own row: the same fine-tuning step
+            resolved = base_cfg
+        base = measure_in_child(base_cfg, perf, sampler_cfg, perf["teacher_steps"])
+        own = base if is_mdm else measure_in_child(resolved, perf, sampler_cfg, entry.steps)
+        metrics = {"iter_seconds": own["iter_seconds"], "iter_cost_vs_mdm": own["iter_seconds"] / base["iter_seconds"],
+                   "peak_memory_mb": own["peak_memory_mb"], "samples_per_s": own["samples_per_s"],
+                   "throughput_vs_teacher": own["samples_per_s"] / own["teacher_samples_per_s"]}
+        teacher = build_teacher(resolved["teacher"])
+        return self._record(entry, resolved, torch.device("cuda" if "cpu (" not in own["device"] else "cpu"),
+                            train_config_hash=config_hash(resolved), teacher_sha256=teacher_sha256(teacher),
+                            seeds={"train": entry.seed, "sample": list(range(perf["repeats"]))[:1]},
+                            train_time_s=own["train_seconds"], num_samples=perf["sample_batch"],
+                            metrics=metrics, spread={k: 0.0 for k in metrics}, per_seed=[metrics],
+                            higher_is_better={k: PERF_HIGHER[k] for k in metrics},
+                            sample_hash=results.tokens_hash([torch.tensor(own["tokens"])]))
+
+
+def run_suite(suite: Suite, out_dir: Path, work_dir: Path, force: bool = False, only: Optional[list[str]] = None,
+              kinds: Optional[list[str]] = None, progress: bool = True) -> list[Outcome]:
+    runner = Runner(suite, out_dir, work_dir, force)
+    reason = runner.availability()
+    if reason:
+        print(f"benchmarks: suite '{suite.name}' skipped: {reason}")
+        return []
+    grid = [e for e in entries(suite) if (not only or any(e.id.startswith(o) for o in only))
+            and (not kinds or e.kind in kinds)]
+    outcomes = []
+    bar = tqdm(grid, desc=f"suite {suite.name}", unit="entry", disable=not progress, dynamic_ncols=True)
+    for entry in bar:
+        bar.set_postfix_str(entry.id)
+        outcome = runner.run_entry(entry)
+        outcomes.append(outcome)
+        tqdm.write(f"  {outcome.status:7s} {entry.id}" + (f" ({outcome.detail})" if outcome.detail else ""))
+    bar.close()
+    return outcomes
