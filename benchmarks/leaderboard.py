@@ -142,6 +142,12 @@ def markdown(records: list[Result], descriptions: dict[str, str], plots: dict[st
            "Every number below was produced by dimo's benchmark suites on the machine named in each section "
            "and is rendered from the result files only. Regenerate (entries whose result exists with the same "
            "config hash are skipped; `force=true` re-runs them):", "", "```bash", regenerate, "```", ""]
+    out += ["Values are mean ± standard deviation over the sampling seeds named in each section; the spread does not "
+            "include training noise (one training seed per model). To check a reproduction, run the suites into a "
+            "fresh folder with an empty cache and compare metric by metric, in units of that spread:", "",
+            "```bash", "DIMO_CACHE=/tmp/fresh-cache python -m benchmarks.run suite=digits results=/tmp/fresh "
+            "work=/tmp/fresh-runs render=false", "python -m benchmarks.run compare results=/tmp/fresh tolerance=3",
+            "```", ""]
     if html_name:
         out += [f"A sortable HTML version: [{html_name}]({html_name}).", ""]
     for suite, recs in by_suite(records).items():
@@ -176,7 +182,7 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f0f0f0;cursor:pointer;user-select:none}td.t,th.t{text-align:left}
 tr.g-teacher td:first-child{border-left:4px solid #5b8}tr.g-sampler td:first-child{border-left:4px solid #58b}
-tr.g-distillation td:first-child{border-left:4px solid #b85}tr.g-reference td:first-child{border-left:4px solid #999}th.sorted-asc::after{content:" ▲"}
+tr.g-distillation td:first-child{border-left:4px solid #b85}tr.g-test-time td:first-child{border-left:4px solid #a5b}tr.g-reference td:first-child{border-left:4px solid #999}th.sorted-asc::after{content:" ▲"}
 th.sorted-desc::after{content:" ▼"}p.note{color:#555;font-size:90%}"""
 
 JS = """document.querySelectorAll('table.sortable').forEach(function (table) {

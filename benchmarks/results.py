@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError,
 from core.errors import UserError
 
 SCHEMA_VERSION = 1
-GROUPS = ("reference", "teacher", "sampler", "distillation", "performance")
+GROUPS = ("reference", "teacher", "sampler", "distillation", "test-time", "performance")
 Group = Literal["reference", "teacher", "sampler", "distillation", "test-time", "performance"]
 
 

@@ -3,6 +3,8 @@
     python -m benchmarks.run suite=NAME [key=value ...]     run a suite, then re-render the leaderboards
     python -m benchmarks.run render [results=...] [out=...] re-render the leaderboards from result files
     python -m benchmarks.run list suite=NAME                the suite's grid and which entries are up to date
+    python -m benchmarks.run compare results=DIR            a fresh run's results against the committed ones
+                                                            (against=benchmarks/results, tolerance=3 spreads)
 
 Suites: digits, mnist, markov (embedded, CPU-sized), imagenet256 (runs only with a local MaskGit checkpoint
 and reference statistics), or a YAML file of suite fields (see docs/benchmarks.md).
@@ -29,7 +31,8 @@ from core.errors import UserError
 
 EMBEDDED = ("digits", "mnist", "markov")
 OPTIONS = {"suite": None, "force": "false", "only": "", "kinds": "", "results": "benchmarks/results",
-           "work": "runs/benchmarks", "out": "docs", "render": "true", "progress": "true"}
+           "work": "runs/benchmarks", "out": "docs", "render": "true", "progress": "true",
+           "against": "benchmarks/results", "tolerance": "3"}
 REGENERATE = " && ".join(f"python -m benchmarks.run suite={s}" for s in EMBEDDED)
 
 
@@ -117,13 +120,26 @@ def cmd_render(args: list[str]) -> int:
     return 0
 
 
+def cmd_compare(args: list[str]) -> int:
+    from benchmarks.compare import compare
+    opts, extra = parse(args)
+    if extra:
+        raise UserError(f"compare takes only results=, against=, tolerance=; got {', '.join(extra)}")
+    try:
+        tolerance = float(opts["tolerance"])
+    except ValueError:
+        raise UserError(f"tolerance='{opts['tolerance']}' is not a number (spreads, e.g. 3)") from None
+    rows = compare(Path(opts["results"]), Path(opts["against"]), tolerance)
+    return 0 if rows and all(r["agrees"] for r in rows) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
         print(__doc__.strip())
         return 0
     command = argv.pop(0) if argv and "=" not in argv[0] else "run"
-    handlers = {"run": cmd_run, "render": cmd_render, "list": cmd_list}
+    handlers = {"run": cmd_run, "render": cmd_render, "list": cmd_list, "compare": cmd_compare}
     if command not in handlers:
         print(f"benchmarks: unknown command '{command}'; valid: {', '.join(handlers)}", file=sys.stderr)
         return 2

@@ -339,6 +339,18 @@ def test_markdown_groups_like_the_paper_and_keeps_reported_numbers_apart(tmp_pat
     assert paths["markdown"].read_text() == md and (tmp_path / "leaderboards" / "toy_fd.svg").read_text() == first
 
 
+def test_compare_measures_disagreement_in_spreads(tmp_path):
+    from benchmarks.compare import compare
+    for root, fd in (("old", 3.0), ("new", 3.25)):
+        results.write(tmp_path / root / "toy" / "teacher-random-4step.json",
+                      record(metrics__fd=fd, per_seed=[{"fd": fd, "accuracy": 0.9}] * 2))
+    rows = compare(tmp_path / "new", tmp_path / "old", tolerance=3)
+    fd = next(r for r in rows if r["metric"] == "fd")
+    assert fd["spreads"] == pytest.approx(2.5) and fd["agrees"]          # spread 0.1 -> 2.5 spreads
+    assert not compare(tmp_path / "new", tmp_path / "old", tolerance=2)[1]["agrees"]
+    assert json.loads((tmp_path / "new" / "comparison.json").read_text())[1]["metric"] == "fd"
+
+
 def test_reported_table_is_the_papers_table2():
     rows = reported.table2()
     dimo = next(r for r in rows if r["method"] == "Di[M]O")
