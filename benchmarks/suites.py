@@ -146,7 +146,10 @@ BUILTIN: dict[str, dict] = {
         "samplers": _teacher_samplers(2.0, "MaskGit"),
         "methods": _dimo_divergences() + [
             {"label": "Soft-Di[M]O (from Di[M]O FKL)", "id": "soft_dimo", "config": {"method": "soft_dimo"},
-             "init_from": "dimo-fkl"}],
+             "init_from": "dimo-fkl"},
+            # the control: the same continued training without the GAN and reward terms
+            {"label": "Di[M]O FKL continued (Soft-Di[M]O with w_GAN = w_reward = 0)", "id": "dimo-fkl-continued",
+             "config": {"method": {"name": "soft_dimo", "w_gan": 0.0, "w_reward": 0.0}}, "init_from": "dimo-fkl"}],
         "test_time": {"of": "soft_dimo", "label": "Soft-Di[M]O", "seeds": 4, "iters": 4},
         "eval": {"samples_per_class": 100, "seeds": [0, 1, 2]},
     },
