@@ -28,6 +28,7 @@ METRICS = {
     "accuracy": ("Acc.", "share of samples the evaluator classifies as their condition"),
     "class_logp": ("log p(c|x)", "mean log-likelihood of the conditioning class under the evaluator's classifier "
                                  "(the classifier reward)"),
+    "reward": ("Reward", "mean reward of the final (hard) samples under the rewards a test-time search ascends"),
     "valid": ("Valid", "share of sequences possible under the true chain of their class (exact)"),
     "transition_valid": ("Valid trans.", "share of transitions possible under the true chain (exact)"),
     "nll": ("NLL/token", "negative log-likelihood per token under the true distribution (exact; impossible "

@@ -170,6 +170,18 @@ def train_student(resolved: dict, work_dir: Path) -> tuple[Path, Optional[float]
     return run_dir, Trainer(cfg).train().seconds
 
 
+def search_reward(search: dict, teacher) -> Callable:
+    """Per-seed metric of a test-time search row: the mean reward of its final (hard) samples."""
+    from core.generate import build_rewards, total_reward
+    rewards = build_rewards(search["rewards"])
+
+    def reward(samples) -> dict:
+        with torch.no_grad():
+            value = total_reward(rewards, teacher.decode(samples.tokens), samples.labels, teacher)
+        return {"reward": float(value.mean())}
+    return reward
+
+
 def search_generator(search: dict, method, teacher, student) -> Callable:
     """Test-time search rows: TTEO (multi-start) or plain best-of-N, picking by the given rewards."""
     from core.generate import TTEOConfig, best_of_n, build_rewards, tteo_sample
@@ -198,13 +210,15 @@ class EmbeddedEvaluator:
             self._scorers[key] = Scorer(teacher, metrics)
         return self._scorers[key]
 
-    def run(self, generate: Callable, teacher, section: dict, ev: dict, seeds: list[int], desc: str):
+    def run(self, generate: Callable, teacher, section: dict, ev: dict, seeds: list[int], desc: str,
+            extra: Optional[Callable] = None):
+        """``extra(samples) -> dict``: more per-seed metrics (the reward of test-time search rows)."""
         from core.evaluate import sample_per_class
         scorer = self.scorer(teacher, section, ev["metrics"])
         per_seed, tokens = [], []
         for seed in seeds:
             samples, _ = sample_per_class(generate, teacher, ev["samples_per_class"], ev["batch_size"], seed, desc)
-            per_seed.append(scorer.score(samples))
+            per_seed.append({**scorer.score(samples), **(extra(samples) if extra else {})})
             tokens.append(samples.tokens)
         return per_seed, tokens, len(tokens[0])
 
@@ -255,7 +269,7 @@ def summarise(per_seed: list[dict]) -> tuple[dict, dict]:
 def higher_is_better(metric_names: list[str], keys) -> dict[str, bool]:
     from registry import get_registry
     table = dict(PERF_HIGHER)
-    table.update({"fid": False, "is": True})
+    table.update({"fid": False, "is": True, "reward": True})
     for name in metric_names:
         try:
             table.update(get_registry().get("metric", name).higher_is_better)
@@ -494,8 +508,9 @@ class Runner:
                 generate = search_generator(entry.search, method, teacher, student)
             train_seed = entry.seed
         ev = resolved["eval"]
+        extra = search_reward(entry.search, teacher) if entry.kind == "search" else None
         per_seed, tokens, n = self.evaluator().run(generate, teacher, resolved["teacher"], ev, self.suite.eval.seeds,
-                                                   desc=entry.id)
+                                                   desc=entry.id, extra=extra)
         mean, spread = summarise(per_seed)
         return self._record(entry, resolved, device, train_config_hash=train_hash,
                             teacher_sha256=teacher_sha256(teacher),

@@ -69,7 +69,9 @@ class TestTimeSpec(Spec):
     seeds: int = Field(4, gt=0, description="TTEO starts N per condition (paper: 4)")
     iters: int = Field(4, ge=0, description="TTEO iterations K (paper: 4)")
     lr: float = Field(0.1, gt=0, description="TTEO Adam step size on the input embedding")
-    rewards: list[Any] = Field(["classifier"], description="rewards ascended and used to pick the best")
+    rewards: list[Any] = Field([{"name": "classifier", "form": "log_odds"}],
+                               description="rewards ascended and used to pick the best (default: the digits/mnist "
+                                           "classifier's log-odds, which does not saturate near p = 1 as log p does)")
 
 
 class EvalSpec(Spec):
@@ -307,7 +309,9 @@ def _search_entries(suite: Suite, teacher: dict, prefix: str, stems: dict) -> li
     common = {"rewards": tt.rewards}
     rows = [(f"tteo{tt.seeds}x{tt.iters}", f"{tt.label} + TTEO ({tt.seeds} starts x {tt.iters} iters)",
              {"mode": "tteo", "seeds": tt.seeds, "iters": tt.iters, "lr": tt.lr, **common}),
-            (f"best-of-{n}", f"{tt.label} + best-of-{n} (equal compute)", {"mode": "best_of_n", "n": n, **common})]
+            (f"best-of-{n}", f"{tt.label} + best-of-{n} (equal compute)", {"mode": "best_of_n", "n": n, **common}),
+            (f"best-of-{tt.seeds}", f"{tt.label} + best-of-{tt.seeds} (TTEO's starts, no ascent)",
+             {"mode": "best_of_n", "n": tt.seeds, **common})]
     source = _source_id(stems, spec, prefix, seed)
     return [Entry(id=f"{prefix}{tt.of}-{stem}-seed{seed}", kind="search", group="test-time", label=label,
                   teacher=teacher, sections=sections, steps=1, seed=seed, init_from=source or None, search=search)

@@ -250,17 +250,20 @@ def test_soft_dimo_starts_from_the_dimo_student_and_test_time_rows_search_it(tin
                                                                      "iters": 1})
     grid = {e.id: e for e in entries(suite)}
     assert grid["soft-1step-seed0"].init_from == "dimo-1step-seed0"
-    assert grid["soft-best-of-8-seed0"].search == {"mode": "best_of_n", "n": 8, "rewards": ["classifier"]}
+    assert grid["soft-best-of-8-seed0"].search == {"mode": "best_of_n", "n": 8,
+                                                   "rewards": [{"name": "classifier", "form": "log_odds"}]}
     res, work = tmp_path / "r", tmp_path / "w"
     out = run_suite(suite, res, work, progress=False)
-    assert [o.status for o in out] == ["ran"] * 5
+    assert [o.status for o in out] == ["ran"] * 6
     soft = results.read(res / "tiny" / "soft-1step-seed0.json")
     source = Path(soft.config["method"]["init_from"])
     assert source.parent == work and source.name.startswith("dimo-digits-") and (source / "student.json").is_file()
     tteo = results.read(res / "tiny" / "soft-tteo2x1-seed0.json")
     bon = results.read(res / "tiny" / "soft-best-of-8-seed0.json")
-    assert tteo.entry.group == bon.entry.group == "test-time" and "class_logp" in tteo.metrics
-    assert bon.metrics["class_logp"] >= soft.metrics["class_logp"] - 0.05   # best of 8 by that reward
+    one = results.read(res / "tiny" / "soft-best-of-2-seed0.json")
+    assert tteo.entry.group == bon.entry.group == "test-time" and {"class_logp", "reward"} <= set(tteo.metrics)
+    assert bon.metrics["reward"] > one.metrics["reward"]   # best of 8 by that reward beats best of 2
+    assert tteo.higher_is_better["reward"]
     # re-training the source student re-runs everything started from it, and nothing else
     changed = copy.deepcopy(methods)
     changed[0]["config"]["method"] = {"name": "dimo", "lr_generator": 2e-5}
@@ -268,7 +271,7 @@ def test_soft_dimo_starts_from_the_dimo_student_and_test_time_rows_search_it(tin
                       res, work, progress=False)
     assert {o.entry.id: o.status for o in again} == {
         "teacher-random-1step": "skipped", "dimo-1step-seed0": "ran", "soft-1step-seed0": "ran",
-        "soft-tteo2x1-seed0": "ran", "soft-best-of-8-seed0": "ran"}
+        "soft-tteo2x1-seed0": "ran", "soft-best-of-8-seed0": "ran", "soft-best-of-2-seed0": "ran"}
     with pytest.raises(UserError, match="init_from='nope' is not a method id"):
         entries(tiny_suite(methods=[{**methods[1], "init_from": "nope"}]))
 
