@@ -22,11 +22,15 @@ def sample_per_class(generate: Callable[[Tensor, torch.Generator], Tensor], teac
     labels = torch.arange(teacher.num_classes).repeat_interleave(per_class)
     g = torch.Generator().manual_seed(seed)
     out, seconds = [], 0.0
-    for chunk in tqdm(labels.split(batch_size), desc=desc, leave=False, disable=None):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            out.append(generate(chunk, g).cpu())
-        seconds += time.perf_counter() - t0
+    # Networks may draw from the global RNG (e.g. the init's embedding noise): seed it too, so that the same
+    # seed gives the same samples whatever ran before in the process.
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+        torch.manual_seed(seed)
+        for chunk in tqdm(labels.split(batch_size), desc=desc, leave=False, disable=None):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                out.append(generate(chunk, g).cpu())
+            seconds += time.perf_counter() - t0
     tokens = torch.cat(out)
     return Samples(images=teacher.decode(tokens).cpu(), labels=labels, tokens=tokens), seconds
 

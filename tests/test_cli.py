@@ -17,7 +17,7 @@ def test_help_and_plugins_and_show_config(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["method=dimoo"], "unknown method 'dimoo'. Did you mean 'dimo'?"),
+    (["method=dimoo"], "unknown method 'dimoo'. Did you mean 'dimo'"),
     (["method.lr_generatr=1e-5"], "method.lr_generatr: unknown field"),
     (["trainer.steps=abc"], "trainer.steps: Input should be a valid integer"),
     (["teacher.checkpoint=/nonexistent/file.safetensors"], "teacher.checkpoint='/nonexistent/file.safetensors' does not exist"),

@@ -65,3 +65,23 @@ def test_generate_is_one_forward_and_respects_the_generator():
     net.register_forward_hook(lambda *a: calls.append(1))
     a = m.generate(net, torch.arange(10), torch.Generator().manual_seed(0))
     assert a.shape == (10, 64) and (a < 17).all() and len(calls) == 1
+
+
+def test_sampling_is_reproducible_when_the_network_draws_from_the_global_rng():
+    """A student whose forward draws noise from the global RNG (the init's embedding noise) gives the same
+    samples for the same seed whatever ran before in the process."""
+    import torch
+    from core.evaluate import sample_per_class
+    from plugins.teachers.digits import DigitsTeacher
+    teacher = DigitsTeacher(DigitsTeacher.Config())
+
+    def generate(cond, g):
+        noise = torch.randn(cond.shape[0], teacher.seq_len)       # global RNG, as noise_sigma in the network
+        return (noise > 0).long() + torch.randint(0, 2, (cond.shape[0], teacher.seq_len), generator=g)
+
+    torch.manual_seed(1)
+    a, _ = sample_per_class(generate, teacher, 3, 7, seed=5)
+    torch.randn(100)
+    b, _ = sample_per_class(generate, teacher, 3, 7, seed=5)
+    c, _ = sample_per_class(generate, teacher, 3, 7, seed=6)
+    assert torch.equal(a.tokens, b.tokens) and not torch.equal(a.tokens, c.tokens)

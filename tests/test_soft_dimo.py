@@ -533,7 +533,8 @@ def test_clip_reward_path_end_to_end_with_a_text_conditioned_teacher(tiny_clip_d
 def test_soft_dimo_trains_through_the_engine(tiny_teacher, tmp_path, stage):
     from core.config import resolve
     from core.engine import Trainer
-    cfg = resolve(["method=soft_dimo", "trainer.steps=2", "trainer.batch_size=4", f"trainer.zero_stage={stage}",
+    cfg = resolve(["method=soft_dimo", "method.aux_warmup_steps=0", "trainer.steps=2", "trainer.batch_size=4",
+                   f"trainer.zero_stage={stage}",
                    "trainer.log_every=1", f"trainer.output_dir={tmp_path}",
                    *tiny_teacher])
     trainer = Trainer(cfg)
