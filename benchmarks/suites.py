@@ -132,7 +132,7 @@ def _teacher_samplers(cfg: float, teacher_label: str) -> list[dict]:
             {"group": "sampler", "label": "Halton", "config": {"name": "halton", "cfg_scale": cfg}}]
 
 
-DIVERGENCES = (("fkl", "FKL"), ("rkl", "RKL"), ("jeffrey", "Jeffrey"))
+DIVERGENCES = (("fkl", "FKL"), ("rkl", "RKL"), ("jeffrey", "Jeffrey, beta = 0.5"))
 
 
 def _dimo_divergences(which=DIVERGENCES) -> list[dict]:

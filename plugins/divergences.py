@@ -93,7 +93,8 @@ class GeneralizedJeffrey(FFamily):
     (the paper uses beta in [-0.3, 1]); beta = 0 is FKL, beta = 1 is RKL."""
 
     class Config(PluginConfig):
-        beta: float = Field(0.0, description="0: forward KL, 1: reverse KL; any real value")
+        beta: float = Field(0.5, description="0: forward KL, 1: reverse KL, 0.5 (default): the symmetric Jeffreys "
+                                             "divergence (halved); any real value (the paper explores [-0.3, 1])")
 
     def value(self, logp_teacher, logp_aux):
         b = self.config.beta
