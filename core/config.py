@@ -14,11 +14,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import UserError
 from registry import get_registry
@@ -31,7 +32,12 @@ class TrainerConfig(BaseModel):
     batch_size: int = Field(64, gt=0, description="global batch (split over processes)")
     zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage for trainable roles")
     seed: int = Field(0, description="training seed; every step reseeds from (seed, step, rank), so resume is exact")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    bf16_mode: Literal["autocast", "weights"] = Field(
+        "autocast", description="how bf16 runs inside DeepSpeed: autocast (its torch_autocast section: fp32 weights, "
+                                "bf16 matmuls, every role) or weights (its bf16 section: bf16 module weights with "
+                                "fp32 master copies, trainable roles only); see docs/performance.md")
+    compile: bool = Field(False, description="torch.compile every role's network (CUDA; see docs/performance.md)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA (nccl) if available, else CPU (gloo)")
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = Field(2, ge=1, description="older complete checkpoints are pruned")
@@ -47,16 +53,27 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = Field(True, description="evaluate after training (rank 0)")
     samples_per_class: int = Field(100, gt=0, description="generated samples per class for every evaluated model")
-    teacher_steps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], description="teacher sampling step counts to evaluate beside the student")
+    teacher_steps: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 2, 4, 8, 16], description="teacher sampling step counts to evaluate beside the student")
     batch_size: int = Field(500, gt=0, description="generation batch")
     seed: int = Field(1234, description="sampling seed of the evaluation")
-    metrics: list[str] = Field(default_factory=lambda: ["frechet", "inception_score", "prdc", "accuracy"], description="metric plugins computed on every evaluated model")
+    metrics: list[str] = Field(default_factory=lambda: ["frechet", "inception_score", "prdc", "accuracy"], description="metric plugins computed on every evaluated model (names checked when the run is resolved)")
+
+    @field_validator("metrics")
+    @classmethod
+    def _installed_metrics(cls, names: list[str]) -> list[str]:
+        for name in names:   # a typo fails here, not after the whole training
+            try:
+                get_registry().get("metric", name)
+            except UnknownPluginError as exc:
+                raise ValueError(str(exc)) from None
+        return names
 
 
 CORE_SECTIONS: dict[str, type[BaseModel]] = {"trainer": TrainerConfig, "eval": EvalConfig}
 # Results do not depend on these, so they are left out of the config hash.
+# bf16_mode and compile change only how the same computation runs (like device), not what is computed.
 UNHASHED = {"trainer": {"output_dir", "resume", "wandb", "wandb_project", "progress", "log_every",
-                        "checkpoint_every", "keep_checkpoints", "device"}}
+                        "checkpoint_every", "keep_checkpoints", "device", "bf16_mode", "compile"}}
 DEFAULT_CHOICES = {"method": "dimo", "teacher": "digits"}
 
 
@@ -83,7 +100,7 @@ def parse_overrides(args: list[str]) -> tuple[list[dict], dict]:
     for arg in args:
         if "=" not in arg:
             raise UserError(f"argument '{arg}' is not of the form key=value (e.g. method=dimo, "
-                            f"method.lr=1e-5, config=run.yaml)")
+                            f"method.cfg_scale=2, config=run.yaml)")
         key, value = arg.split("=", 1)
         if key == "config":
             files.append(load_yaml(value))
@@ -92,17 +109,34 @@ def parse_overrides(args: list[str]) -> tuple[list[dict], dict]:
     return files, overrides
 
 
-def load_yaml(path: str) -> dict:
+def read_yaml_mapping(path: str, what: str = "config file") -> dict:
+    """A YAML file that must hold a mapping; every file-system or syntax problem is a UserError."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"config file '{path}' does not exist")
+        raise UserError(f"{what} '{path}' does not exist" + (" (it is a folder)" if p.is_dir() else ""))
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"config file '{path}' is not valid YAML: {exc}") from None
+        raise UserError(f"{what} '{path}' is not valid YAML: {' '.join(str(exc).split())}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{what} '{path}' cannot be read: {exc}") from None
     if not isinstance(data, dict):
-        raise UserError(f"config file '{path}' must hold a mapping of sections, not {type(data).__name__}")
-    return {k: ({"name": v} if isinstance(v, str) and k not in CORE_SECTIONS else v) for k, v in data.items()}
+        raise UserError(f"{what} '{path}' must hold a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def load_yaml(path: str) -> dict:
+    data = read_yaml_mapping(path)
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, str) and key not in CORE_SECTIONS:
+            value = {"name": value}              # divergence: rkl selects a plugin
+        if not isinstance(value, dict):
+            example = "a plugin name or a mapping of fields" if key not in CORE_SECTIONS else "a mapping of fields"
+            raise UserError(f"config file '{path}': section '{key}' must be {example}, got "
+                            f"{type(value).__name__} {value!r}")
+        out[str(key)] = value
+    return out
 
 
 def set_path(tree: dict, keys: list[str], value: Any, arg: str = "") -> None:
@@ -118,10 +152,19 @@ def set_path(tree: dict, keys: list[str], value: Any, arg: str = "") -> None:
     node[keys[-1]] = value
 
 
-def merge(base: dict, top: dict) -> dict:
+def merge(base: dict, top: dict, path: str = "") -> dict:
+    """``top`` refines ``base`` key by key. Setting keys inside a value that is not a section is an error
+    (never a silent replacement of what the lower layer said)."""
     out = copy.deepcopy(base)
     for k, v in top.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        here = f"{path}.{k}" if path else str(k)
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v, here)
+        elif isinstance(v, dict) and out.get(k) is not None:
+            raise UserError(f"'{here}' is {type(out[k]).__name__} {out[k]!r}, not a mapping, so keys inside it "
+                            f"({', '.join(map(str, v))}) cannot be set; write it as a mapping of fields")
+        else:
+            out[k] = copy.deepcopy(v)
     return out
 
 
@@ -141,6 +184,13 @@ def resolve(args: list[str], base: Optional[dict] = None) -> dict:
 
 def resolve_dict(user: dict) -> dict:
     reg = get_registry()
+    for key, section in user.items():
+        if not isinstance(section, dict):
+            raise UserError(f"config section '{key}' must be a mapping of fields, got {type(section).__name__} "
+                            f"{section!r}")
+        if "name" in section and section["name"] is not None and not isinstance(section["name"], str):
+            raise UserError(f"{key}.name must be a plugin name, got {section['name']!r} (valid: "
+                            f"{', '.join(reg.names(key)) if key in reg.entries else 'a name'})")
     method_name = user.get("method", {}).get("name") or DEFAULT_CHOICES["method"]
     teacher_name = user.get("teacher", {}).get("name") or DEFAULT_CHOICES["teacher"]
     method_cls = lookup("method", method_name)
@@ -172,7 +222,18 @@ def resolve_dict(user: dict) -> dict:
                             f"(valid: {', '.join(reg.names(kind))})")
         cls = lookup(kind, name)
         resolved[kind] = {"name": name, **validate(cls.Config, values, kind)}
+    check_resolved(resolved, groups)
     return resolved
+
+
+def check_resolved(resolved: dict, groups) -> None:
+    """Checks across sections, so that a run fails when it is resolved, never after training: each plugin's
+    ``check_config`` against the teacher (token ids, what the teacher can do)."""
+    teacher_cls, teacher_cfg = section_config(resolved, "teacher")
+    teacher = teacher_cls(teacher_cfg)
+    for kind in groups:
+        cls, cfg = (teacher_cls, teacher_cfg) if kind == "teacher" else section_config(resolved, kind)
+        cls.check_config(cfg, teacher)
 
 
 def lookup(kind: str, name: str):
@@ -186,9 +247,25 @@ def validate(model: type[BaseModel], values: Any, section: str) -> dict:
     if not isinstance(values, dict):
         raise UserError(f"'{section}' must be a mapping of fields, got {values!r}")
     try:
-        return model.model_validate(values).model_dump(mode="json")
+        obj = model.model_validate(values)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, model, section)) from None
+    bad = nonfinite_fields(obj.model_dump(), section)
+    if bad:   # 'nan', 'inf' and overflowing literals such as 1e400 parse as floats; no field means them
+        raise UserError("invalid configuration:\n  " + "\n  ".join(
+            f"{path}: must be a finite number (got {value!r})" for path, value in bad))
+    return obj.model_dump(mode="json")
+
+
+def nonfinite_fields(value: Any, path: str) -> list[tuple[str, float]]:
+    """(dotted path, value) of every nan/inf float in a nested structure of dicts, lists and tuples."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(path, value)]
+    if isinstance(value, dict):
+        return [bad for k, v in value.items() for bad in nonfinite_fields(v, f"{path}.{k}")]
+    if isinstance(value, (list, tuple)):
+        return [bad for i, v in enumerate(value) for bad in nonfinite_fields(v, f"{path}.{i}")]
+    return []
 
 
 def format_validation_error(exc: ValidationError, model: type[BaseModel], section: str) -> str:

@@ -77,14 +77,26 @@ class Trainer:
         stage = self.tcfg["zero_stage"] if trainable else (3 if self.tcfg["zero_stage"] == 3 else 0)
         cfg = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": 1,
                "zero_optimization": {"stage": stage}, "steps_per_print": 10 ** 9, "wall_clock_breakdown": False,
-               "zero_allow_untested_optimizer": True}
+               "zero_allow_untested_optimizer": True, **self._precision_config(trainable)}
         if trainable and role.grad_clip:
             cfg["gradient_clipping"] = role.grad_clip
         return cfg
 
+    def _precision_config(self, trainable: bool) -> dict:
+        """DeepSpeed's engine.forward switches an outer torch.autocast off unless its own section asks for it,
+        so bf16 is declared to every engine here; the optimizer's master weights and state stay fp32 either way.
+        ``weights`` (DeepSpeed's bf16 mode) applies to trainable roles; frozen engines always autocast."""
+        if not self.use_bf16:
+            return {}
+        if trainable and self.tcfg["bf16_mode"] == "weights":
+            return {"bf16": {"enabled": True}}
+        return {"torch_autocast": {"enabled": True, "dtype": "bfloat16"}}
+
     def _engine(self, name: str, role: Role, micro: int):
         import deepspeed
         module = role.module.to(self.device)
+        if self.tcfg["compile"]:   # in place: parameter names (checkpoints, EMA) are unchanged
+            module.compile()
         if not role.trainable:
             module.train(role.train_mode).requires_grad_(False)
             if self.tcfg["zero_stage"] == 3:   # shard frozen models too when training is ZeRO-3
@@ -105,6 +117,10 @@ class Trainer:
     def setup(self) -> None:
         self.device = dist.init(self.tcfg["device"])
         self.rank, self.world = dist.rank(), dist.world_size()
+        self.use_bf16 = self.tcfg["precision"] == "bf16" or (self.tcfg["precision"] == "auto"
+                                                             and self.device.type == "cuda")
+        if self.device.type == "cuda":   # TF32 for the fp32 matmuls that remain (losses, fp32 runs)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         if self.tcfg["batch_size"] % self.world:
             raise UserError(f"trainer.batch_size={self.tcfg['batch_size']} is not divisible by the "
                             f"{self.world} processes")
@@ -165,15 +181,16 @@ class Trainer:
                 if p.grad is not None:
                     torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
         engine.step()
-        self._grad_norms[role] = engine.get_global_grad_norm()
+        self._grad_norms[role] = engine.get_global_grad_norm()   # a tensor or float; read at log steps only
 
     def _update_ema(self, step: int) -> None:
         for name, ema in self.emas.items():
             decay = min(self.roles[name].ema_decay, (1 + step) / (10 + step))
             src = self._module(name)
             with torch.no_grad(), zero3_gather(src, self.tcfg["zero_stage"] == 3):
-                for e, p in zip(ema.parameters(), src.parameters()):
-                    e.lerp_(p.detach().to(e.dtype), 1 - decay)
+                ema_params = list(ema.parameters())
+                src_params = [p.detach().to(e.dtype) for e, p in zip(ema_params, src.parameters())]
+                torch._foreach_lerp_(ema_params, src_params, 1 - decay)   # one fused kernel, not one per tensor
 
     def train(self) -> RunResult:
         t0 = time.time()
@@ -214,7 +231,7 @@ class Trainer:
                           "lr": self._lr(), "samples_per_s": rate * self.tcfg["batch_size"]}
                 history.append({"step": done, **record})
                 logger.log(done, record)
-                bar.set_postfix({**{k: f"{v:.4g}" for k, v in list(logs.items())[:3]},
+                bar.set_postfix({**{k: f"{record[k]:.4g}" for k in list(logs)[:3]},
                                  "samples/s": f"{record['samples_per_s']:.0f}"})
             bar.update(1)
             every = self.tcfg["checkpoint_every"]
@@ -228,8 +245,10 @@ class Trainer:
 
     def _mean_over_ranks(self, logs: dict) -> dict:
         """Logged values are averaged over processes, so curves compare across world sizes."""
-        values = torch.tensor([float(v) for v in logs.values()], dtype=torch.float64)
-        if self.world > 1:
+        # Methods may return device tensors: they are read here, at log steps, never inside a step.
+        values = torch.stack([torch.as_tensor(v).detach().to(self.device, torch.float64).reshape(())
+                              for v in logs.values()]) if logs else torch.zeros(0, dtype=torch.float64, device=self.device)
+        if self.world > 1:   # on this rank's device: NCCL reduces CUDA tensors only
             torch.distributed.all_reduce(values)
             values /= self.world
         return dict(zip(logs, values.tolist()))

@@ -17,6 +17,11 @@ from core.interfaces import EvalData, Metric, PluginConfig
 from registry import hookimpl
 
 
+# Evaluation runs on rank 0 with all samples in hand: no cross-process sync of metric states, which would
+# also fail under NCCL (CPU states, "No backend type associated with device type cpu").
+LOCAL = {"sync_on_compute": False, "dist_sync_on_step": False}
+
+
 class _Precomputed(nn.Identity):
     """torchmetrics passes inputs of a custom extractor through unchanged: hand it features directly."""
     def __init__(self, num_features: int):
@@ -30,7 +35,7 @@ class FrechetDistance(Metric):
     def compute(self, data: EvalData) -> dict[str, float]:
         from torchmetrics.image.fid import FrechetInceptionDistance
         dim = data.real_features.shape[1]
-        fid = FrechetInceptionDistance(feature=_Precomputed(dim), normalize=False)
+        fid = FrechetInceptionDistance(feature=_Precomputed(dim), normalize=False, **LOCAL)
         fid.update(data.real_features.double(), real=True)
         fid.update(data.fake_features.double(), real=False)
         return {"fd": float(fid.compute())}
@@ -48,7 +53,7 @@ class InceptionStyleScore(Metric):
         with warnings.catch_warnings():  # feature-buffer and one-split std warnings are expected here
             warnings.simplefilter("ignore")
             score = InceptionScore(feature=_Precomputed(data.fake_logits.shape[1]), splits=self.config.splits,
-                                   normalize=False)
+                                   normalize=False, **LOCAL)
             score.update(data.fake_logits.double())
             mean, _ = score.compute()
         return {"is": float(mean)}

@@ -127,13 +127,14 @@ class DiMO(Method):
         ctx.update("generator", self.surrogate(g, z_theta))
 
         div = self.plugins["divergence"].value(logp_phi, logp_psi)
-        logs = {"divergence": float((div * mask).sum() / mask.sum().clamp(min=1)),
-                "grad_sq": float(0.5 * (g ** 2).sum())}
+        # Device tensors: the engine reads them at log steps, so a step never waits on the host.
+        logs = {"divergence": ((div * mask).sum() / mask.sum().clamp(min=1)).detach(),
+                "grad_sq": (0.5 * (g ** 2).sum()).detach()}
         for _ in range(c.aux_updates):
             logs["aux_loss"] = self.aux_step(ctx, x_theta, cond, z_theta.detach())
         return logs
 
-    def aux_step(self, ctx, x_theta, cond, z_theta) -> float:
+    def aux_step(self, ctx, x_theta, cond, z_theta) -> torch.Tensor:
         c, device, batch = self.config, ctx.device, self.micro
         if c.aux_sample == "fresh":
             with torch.no_grad(), ctx.autocast():
@@ -149,7 +150,7 @@ class DiMO(Method):
             kl = (logq.exp() * (logq - F.log_softmax(z_theta.float(), -1))).sum(-1)
             loss = (1 - c.aux_alpha) * loss + c.aux_alpha * (kl * mask).sum() / mask.sum().clamp(min=1)
         ctx.update("aux", loss)
-        return loss.item()
+        return loss.detach()
 
     # -- one-step sampling ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -52,7 +52,7 @@ class MDM(Method):
             logits = ctx.models["network"](x_t, cond)
         loss = masked_cross_entropy(logits, tokens, mask, self.config.label_smoothing)
         ctx.update("network", loss)
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}   # read by the engine at log steps
 
     def finalize(self, student, run_dir):
         if self.config.cache_teacher and getattr(self.teacher.config, "checkpoint", None) is None:
