@@ -170,27 +170,21 @@ def train_student(resolved: dict, work_dir: Path) -> tuple[Path, Optional[float]
     return run_dir, Trainer(cfg).train().seconds
 
 
-def search_reward(search: dict, teacher) -> Callable:
+def build_search(search: dict):
+    """The search plugin of a test-time row (``{mode: tteo|best_of_n, ...its options}``)."""
+    from registry.registry import build
+    return build("search", search["mode"], {k: v for k, v in search.items() if k != "mode"})
+
+
+def search_reward(search, teacher) -> Callable:
     """Per-seed metric of a test-time search row: the mean reward of its final (hard) samples."""
-    from core.generate import build_rewards, total_reward
-    rewards = build_rewards(search["rewards"])
-
-    def reward(samples) -> dict:
-        with torch.no_grad():
-            value = total_reward(rewards, teacher.decode(samples.tokens), samples.labels, teacher)
-        return {"reward": float(value.mean())}
-    return reward
+    return lambda samples: {"reward": float(search.reward(samples.tokens, samples.labels, teacher).mean())}
 
 
-def search_generator(search: dict, method, teacher, student) -> Callable:
-    """Test-time search rows: TTEO (multi-start) or plain best-of-N, picking by the given rewards."""
-    from core.generate import TTEOConfig, best_of_n, build_rewards, tteo_sample
-    rewards = build_rewards(search["rewards"])
+def search_generator(search, method, teacher, student) -> Callable:
+    """Test-time search rows: TTEO (multi-start) or plain best-of-N, picking by the row's rewards."""
     temperature = getattr(method.config, "sample_temperature", 1.0)
-    if search["mode"] == "best_of_n":
-        return lambda c, g: best_of_n(method, student, teacher, c, rewards, search["n"], temperature, g)[0]
-    cfg = TTEOConfig(seeds=search["seeds"], iters=search["iters"], lr=search["lr"], compare=False)
-    return lambda c, g: tteo_sample(method, student, teacher, c, rewards, cfg, temperature, g)[0]
+    return lambda c, g: search.search(method, student, teacher, c, temperature, g)[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -505,10 +499,11 @@ class Runner:
             student.to(device)
             generate = lambda c, g: method.generate(student, c.to(device), g, steps=entry.steps)
             if entry.kind == "search":
-                generate = search_generator(entry.search, method, teacher, student)
+                search = build_search(entry.search)
+                generate = search_generator(search, method, teacher, student)
             train_seed = entry.seed
         ev = resolved["eval"]
-        extra = search_reward(entry.search, teacher) if entry.kind == "search" else None
+        extra = search_reward(search, teacher) if entry.kind == "search" else None
         per_seed, tokens, n = self.evaluator().run(generate, teacher, resolved["teacher"], ev, self.suite.eval.seeds,
                                                    desc=entry.id, extra=extra)
         mean, spread = summarise(per_seed)

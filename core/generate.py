@@ -10,10 +10,9 @@ equal compute and one-step sampling, and writes the mean rewards to ``<out>.tteo
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,141 +23,59 @@ from core.errors import UserError
 
 
 # ---------------------------------------------------------------------------------------------------
-# Rewards (reward plugins with weights lambda_i) and test-time embedding optimisation
+# Test-time search (the ``tteo`` search plugin), compared with best-of-N at equal compute
 # ---------------------------------------------------------------------------------------------------
 
-def validate_rewards(specs: list) -> list[dict]:
-    """``[{name, weight, ...options}]`` -> validated entries; unknown names or options raise ValueError."""
-    from pydantic import ValidationError
-    from registry import get_registry
-    reg, out = get_registry(), []
-    for i, spec in enumerate(specs):
-        spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-        name, weight = spec.pop("name", None), spec.pop("weight", 1.0)
-        if name not in reg.entries["reward"]:
-            raise ValueError(f"rewards[{i}].name={name!r} is not a reward; valid: {', '.join(reg.names('reward'))}")
-        cls = reg.get("reward", name)
-        try:
-            options = cls.Config.model_validate(spec).model_dump(mode="json")
-        except ValidationError as exc:
-            raise ValueError(format_validation_error(exc, cls.Config, f"rewards[{i}]")) from None
-        out.append({"name": name, "weight": float(weight), **options})
-    return out
-
-
-def build_rewards(specs: list) -> list[tuple[float, Any]]:
-    """(lambda_i, reward plugin) pairs."""
-    from registry.registry import build
-    return [(s.pop("weight"), build("reward", s.pop("name"), s)) for s in validate_rewards(specs)]
-
-
-def total_reward(rewards, images: Tensor, cond: Tensor, teacher) -> Tensor:
-    """sum_i lambda_i R_i(images, c), ``[B]``."""
-    return sum(w * r(images, cond, teacher).float() for w, r in rewards)
-
-
-class TTEOConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seeds: int = Field(4, gt=0, description="N: starts per condition, the best (by reward) is kept (paper: 4)")
-    iters: int = Field(4, ge=0, description="K: Adam steps on the input embedding per start (paper: 4)")
-    lr: float = Field(0.1, gt=0, description="Adam step size on the input embedding (not given in the paper)")
-    rewards: Optional[list[Any]] = Field(None, description="[{name, weight, ...}]; default: the run's "
-                                                           "method.rewards, else [{name: classifier}]")
-    soft_temperature: float = Field(1.0, gt=0, description="tau of the soft decode Dec(E^T softmax(z / tau))")
+class SearchOptions(BaseModel):
+    """generate's own ``tteo.*`` options; the other keys configure the ``tteo`` search plugin (its Config)."""
+    model_config = ConfigDict(extra="allow")
     temperature: Optional[float] = Field(None, gt=0, description="final token sampling temperature "
                                                                  "(default: the run's sample_temperature)")
     compare: bool = Field(True, description="also run best-of-N at equal compute and one-step sampling; print "
                                             "and write <out>.tteo.json")
-    bon_n: Optional[int] = Field(None, gt=0, description="best-of-N samples; default N (3K + 1), the cost of "
-                                                         "TTEO in generator+reward forwards (backward = 2)")
-    batch_size: int = Field(64, gt=0, description="conditions optimised together")
+    bon_n: Optional[int] = Field(None, gt=0, description="best-of-N samples; default the search's cost in "
+                                                         "generator+reward forwards (TTEO: N (3K + 1))")
+    batch_size: int = Field(64, gt=0, description="conditions searched together")
 
 
-def _sample(logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
-    probs = (logits.detach().float() / temperature).softmax(-1).cpu()
-    return torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(probs.shape[:-1])
+def build_search(name: str, values: dict, resolved: dict):
+    """The search plugin ``name`` with ``values``; rewards default to the run's method.rewards, else the
+    classifier."""
+    from pydantic import ValidationError
+    from registry import get_registry
+    cls = get_registry().get("search", name)
+    values = dict(values)
+    if values.get("rewards") is None:
+        values["rewards"] = resolved["method"].get("rewards") or ["classifier"]
+    try:
+        return cls(cls.Config.model_validate(values))
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, cls.Config, name)) from None
 
 
-def _best(tokens: Tensor, scores: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """Rows are (condition, candidate) pairs, candidates consecutive: keep the best of each condition."""
-    scores = scores.view(-1, n)
-    pick = scores.argmax(1) + torch.arange(scores.shape[0]) * n
-    return tokens[pick], scores.max(1).values
-
-
-def _hard_reward(rewards, teacher, tokens: Tensor, cond: Tensor) -> Tensor:
-    with torch.no_grad():
-        return total_reward(rewards, teacher.decode(tokens), cond, teacher).cpu()
-
-
-def _init_embeddings(method, network, teacher, n: int, generator: torch.Generator) -> Tensor:
-    """e_in = Emb(x_init) with the init's variance-preserving noise drawn once (then optimised)."""
-    init = method.plugins["init"](n, teacher, generator, torch.device("cpu"))
-    device = next(network.parameters()).device
-    e = network.embed_tokens(init.tokens.to(device)).detach().float()
-    s = init.noise_sigma
-    if s > 0:
-        e = s * torch.randn(e.shape, generator=generator).to(device) + math.sqrt(1 - s * s) * e
-    return e
-
-
-def tteo_sample(method, network, teacher, cond: Tensor, rewards, cfg: TTEOConfig, temperature: float,
-                generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Multi-start TTEO for conditions ``cond``: returns tokens ``[B, L]`` and their (hard) rewards ``[B]``."""
-    n, device = cfg.seeds, next(network.parameters()).device
-    c = cond.repeat_interleave(n).to(device)
-    e = _init_embeddings(method, network, teacher, len(c), generator).requires_grad_(True)
-    opt = torch.optim.Adam([e], lr=cfg.lr)
-    with torch.enable_grad():
-        for _ in range(cfg.iters):
-            z = network(None, c, inputs_embeds=e)
-            probs = (z.float() / cfg.soft_temperature).softmax(-1)
-            loss = -total_reward(rewards, teacher.decode_soft(probs), c, teacher).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        tokens = _sample(network(None, c, inputs_embeds=e), temperature, generator)
-    return _best(tokens, _hard_reward(rewards, teacher, tokens, c.cpu()), n)
-
-
-def best_of_n(method, network, teacher, cond: Tensor, rewards, n: int, temperature: float,
-              generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Plain best-of-N: ``n`` one-step samples per condition, the highest reward kept."""
-    c = cond.repeat_interleave(n)
-    with torch.no_grad():
-        tokens = method.generate(network, c, generator, temperature=temperature).cpu()
-    return _best(tokens, _hard_reward(rewards, teacher, tokens, c), n)
-
-
-def _batched(fn, cond: Tensor, batch: int) -> tuple[Tensor, Tensor, float]:
-    t0, out = time.perf_counter(), [fn(chunk) for chunk in cond.split(batch)]
+def _batched(search, method, net, teacher, cond: Tensor, batch: int, temperature: float, seed: int):
+    """(tokens, rewards, seconds) of ``search`` over ``cond`` in chunks of ``batch`` conditions."""
+    g, t0 = torch.Generator().manual_seed(seed), time.perf_counter()
+    out = [search.search(method, net, teacher, chunk, temperature, g) for chunk in cond.split(batch)]
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out]), time.perf_counter() - t0
 
 
-def run_tteo(cfg: TTEOConfig, method, teacher, net, resolved: dict, cond: Tensor, seed: int):
+def run_tteo(opts: SearchOptions, method, teacher, net, resolved: dict, cond: Tensor, seed: int):
     """TTEO tokens for ``cond`` and, with ``compare``, the comparison record (rewards and wall times)."""
     if "init" not in getattr(method, "plugins", {}) or not hasattr(net, "embed_tokens"):
         raise UserError(f"tteo needs a one-step student with an init plugin (dimo, soft_dimo); this run's "
                         f"method is '{resolved['method']['name']}'")
-    specs = cfg.rewards if cfg.rewards is not None else (resolved["method"].get("rewards") or ["classifier"])
-    try:
-        rewards = build_rewards(specs)
-    except ValueError as exc:
-        raise UserError(f"tteo.rewards: {exc}") from None
-    temperature = cfg.temperature or getattr(method.config, "sample_temperature", 1.0)
-    g = torch.Generator().manual_seed(seed)
-    tokens, scores, secs = _batched(lambda c: tteo_sample(method, net, teacher, c, rewards, cfg, temperature, g),
-                                    cond, cfg.batch_size)
-    record = {"tteo": {"seeds": cfg.seeds, "iters": cfg.iters, "lr": cfg.lr, "reward": scores.mean().item(),
-                       "seconds": secs}, "rewards": validate_rewards(specs), "temperature": temperature,
-              "conditions": len(cond)}
-    if cfg.compare:
-        n = cfg.bon_n or cfg.seeds * (3 * cfg.iters + 1)
-        for name, k in (("best_of_n", n), ("one_step", 1)):
-            g = torch.Generator().manual_seed(seed)
-            _, s, secs = _batched(lambda c: best_of_n(method, net, teacher, c, rewards, k, temperature, g),
-                                  cond, max(1, cfg.batch_size * cfg.seeds // k))
+    tteo = build_search("tteo", opts.model_extra, resolved)
+    temperature = opts.temperature or getattr(method.config, "sample_temperature", 1.0)
+    tokens, scores, secs = _batched(tteo, method, net, teacher, cond, opts.batch_size, temperature, seed)
+    record = {"tteo": {**tteo.config.model_dump(exclude={"rewards"}), "reward": scores.mean().item(),
+                       "seconds": secs},
+              "rewards": tteo.config.rewards, "temperature": temperature, "conditions": len(cond)}
+    if opts.compare:
+        for name, k in (("best_of_n", opts.bon_n or tteo.cost()), ("one_step", 1)):
+            bon = build_search("best_of_n", {"n": k, "rewards": tteo.config.rewards}, resolved)
+            batch = max(1, opts.batch_size * tteo.config.seeds // k)
+            _, s, secs = _batched(bon, method, net, teacher, cond, batch, temperature, seed)
             record[name] = {"n": k, "reward": s.mean().item(), "seconds": secs}
     return tokens, record
 
@@ -181,8 +98,9 @@ class GenerateConfig(BaseModel):
     seed: int = 0
     out: str = Field("samples.png", description="PNG grid; tokens go beside it as .pt")
     steps: int | None = Field(None, gt=0, description="sampling steps for multi-step students")
-    tteo: Optional[TTEOConfig] = Field(None, description="test-time embedding optimisation (tteo.seeds=4 "
-                                                         "tteo.iters=4 ...); off when not given")
+    tteo: Optional[SearchOptions] = Field(None, description="test-time embedding optimisation (tteo.seeds=4 "
+                                                            "tteo.iters=4 ...: the tteo search plugin); off "
+                                                            "when not given")
 
 
 def generate_command(args: list[str]) -> int:

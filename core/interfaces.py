@@ -153,12 +153,68 @@ class InitStrategy(Plugin):
         raise NotImplementedError
 
 
+Predict = Callable[[Tensor, int, Tensor], Tensor]   # (tokens [B, L], step s, pending [B, L]) -> logits [B, L, V]
+
+
 class Sampler(Plugin):
-    """A multi-step teacher sampler."""
+    """A multi-step parallel-decoding sampler (MaskGit style): from all-[M], each of ``steps`` steps predicts
+    every pending position and commits some of them.
+
+    ``sample`` is the whole run with the sampler's own CFG and temperature. Methods that run the sampler's
+    steps from partial states with their own network call (sdtt, di4c, redi) use the step-level operations:
+    ``plan`` (how many stay pending), ``begin`` (per-run state), ``cfg_at``/``inverse_temperature_at`` (the
+    per-step settings), ``reveal`` (one step on given logits) and ``run_steps`` (a range of steps).
+    """
 
     def sample(self, network: nn.Module, teacher: Teacher, cond: Tensor, steps: int,
                generator: Optional[torch.Generator] = None) -> Tensor:
+        """Tokens ``[B, L]`` for conditions ``cond`` after ``steps`` steps from an all-[M] grid."""
         raise NotImplementedError
+
+    def plan(self, steps: int, length: int) -> list[int]:
+        """How many of ``length`` positions stay pending after each of ``steps`` steps (non-increasing, 0 last)."""
+        raise NotImplementedError
+
+    def begin(self, batch: int, length: int, teacher: Teacher, device, generator=None) -> None:
+        """Called before a run of steps on ``batch`` sequences (samplers with per-sample state draw it here)."""
+
+    def cfg_at(self, step: int, steps: int) -> float:
+        """Classifier-free guidance scale of step ``step`` of ``steps``."""
+        return 1.0
+
+    def inverse_temperature_at(self, step: int, steps: int) -> float:
+        """1 / softmax temperature of step ``step`` of ``steps``."""
+        return 1.0
+
+    def reveal(self, logits: Tensor, x: Tensor, pending: Tensor, keep: Tensor, step: int, steps: int,
+               generator: Optional[torch.Generator] = None, inverse_temperature: float = 1.0
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One step on precomputed ``logits``: draw x0 ~ softmax(logits * inverse_temperature) and commit it at
+        all but ``keep [B]`` of the ``pending`` positions, chosen by the sampler's order. Returns
+        ``(x, pending, logp, committed)``; ``logp`` is the log-distribution the draw came from."""
+        raise NotImplementedError
+
+    def run_steps(self, predict: Predict, teacher: Teacher, x: Tensor, steps: int, start: int = 0,
+                  stop: Optional[int] = None, pending: Optional[Tensor] = None,
+                  generator: Optional[torch.Generator] = None, temperature: Optional[float] = None,
+                  record: bool = False):
+        """Steps ``start .. stop-1`` of the ``steps``-step plan from state ``x`` (pending positions: ``pending``,
+        default the [M] ones), logits from ``predict``. ``temperature`` None follows the sampler's own. Returns
+        the tokens, or with ``record`` ``(tokens, [(logp, committed) per step])``."""
+        stop = steps if stop is None else stop
+        pending = (x == teacher.mask_id) if pending is None else pending
+        plan = self.plan(steps, x.shape[1])
+        self.begin(x.shape[0], x.shape[1], teacher, x.device, generator)
+        trace = []
+        for s in range(start, stop):
+            keep = pending.sum(1).clamp(max=plan[s])
+            if not record and bool((pending.sum(1) == keep).all()):
+                continue   # nothing to reveal: skip the forward, as ``sample`` does
+            inv = self.inverse_temperature_at(s, steps) if temperature is None else 1 / temperature
+            x, pending, logp, committed = self.reveal(predict(x, s, pending), x, pending, keep, s, steps,
+                                                      generator, inv)
+            trace.append((logp, committed))
+        return (x, trace) if record else x
 
 
 class Discriminator(Plugin):
@@ -172,6 +228,24 @@ class Reward(Plugin):
     """A differentiable reward on decoded images: higher is better, shape [B]."""
 
     def __call__(self, images: Tensor, cond: Any, teacher: Teacher) -> Tensor:
+        raise NotImplementedError
+
+
+class Search(Plugin):
+    """Test-time search on a trained student: samples for given conditions, picked or optimised by the rewards
+    ``sum_i lambda_i R_i`` its config names (TTEO, best-of-N)."""
+
+    def search(self, method: "Method", network: nn.Module, teacher: Teacher, cond: Tensor, temperature: float,
+               generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Tokens ``[B, L]`` for ``cond [B]`` and their rewards ``[B]`` (decoded hard tokens, on the CPU)."""
+        raise NotImplementedError
+
+    def reward(self, tokens: Tensor, cond: Tensor, teacher: Teacher) -> Tensor:
+        """The search's reward of hard tokens ``[B, L]``: ``[B]`` on the CPU."""
+        raise NotImplementedError
+
+    def cost(self) -> int:
+        """Generator + reward forwards per condition (a backward counts 2): best-of-N at equal compute."""
         raise NotImplementedError
 
 

@@ -58,10 +58,13 @@ def masked_cross_entropy(logits: Tensor, target: Tensor, mask: Tensor, label_smo
 
 
 def guided_logits(network, tokens: Tensor, cond: Tensor, null_cond: Tensor, scale: float,
-                  **kwargs) -> Tensor:
-    """Classifier-free guidance on logits: z_u + w (z_c - z_u), both branches in one batch."""
+                  per_sample: Optional[dict[str, Tensor]] = None, **kwargs) -> Tensor:
+    """Classifier-free guidance on logits: z_u + w (z_c - z_u), both branches in one batch. ``per_sample``
+    inputs (di4c's lambda, ReDi's source marks) are given to both branches; ``kwargs`` pass through."""
+    per_sample = per_sample or {}
     if scale == 1.0:
-        return network(tokens, cond, **kwargs)
-    both = network(torch.cat([tokens, tokens]), torch.cat([cond, null_cond]), **kwargs)
+        return network(tokens, cond, **per_sample, **kwargs)
+    twice = {k: torch.cat([v, v]) for k, v in per_sample.items()}
+    both = network(torch.cat([tokens, tokens]), torch.cat([cond, null_cond]), **twice, **kwargs)
     z_c, z_u = both.chunk(2)
     return z_u + scale * (z_c - z_u)

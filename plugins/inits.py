@@ -7,6 +7,7 @@ variance-preserving Gaussian perturbation of the token embeddings, e <- sigma n 
 """
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional
 
 import torch
@@ -16,6 +17,16 @@ from core.errors import UserError
 from core.interfaces import InitSample, InitStrategy, PluginConfig
 from core.masking import draw_mask
 from registry import hookimpl
+
+
+def vp_noise(emb: torch.Tensor, sigma: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Di[M]O's variance-preserving perturbation e <- sigma n + sqrt(1 - sigma^2) e, n ~ N(0, I) (official
+    ``noise_emb_perturb``); n from ``generator`` (on its device) or, without one, from the global RNG."""
+    if sigma <= 0:
+        return emb
+    where = generator.device if generator is not None else emb.device
+    noise = torch.randn(emb.shape, generator=generator, device=where, dtype=emb.dtype).to(emb.device)
+    return sigma * noise + math.sqrt(1 - sigma ** 2) * emb
 
 
 class MixedInitConfig(PluginConfig):

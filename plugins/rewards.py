@@ -235,6 +235,42 @@ class HPSReward(ContrastiveReward):
         return self.model.encode_text(self.tokenizer(captions).to(device))
 
 
+# ---------------------------------------------------------------------------------------------------
+# Composition: sum_i lambda_i R_i (Soft-Di[M]O's reward loss, test-time search)
+# ---------------------------------------------------------------------------------------------------
+
+def validate_rewards(specs: list) -> list[dict]:
+    """``[{name, weight, ...options}]`` (or bare names) -> validated entries; unknown names or options raise
+    ValueError naming the entry, the value and the valid choices."""
+    from pydantic import ValidationError
+    from core.config import format_validation_error
+    from registry import get_registry
+    reg, out = get_registry(), []
+    for i, spec in enumerate(specs):
+        spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+        name, weight = spec.pop("name", None), spec.pop("weight", 1.0)
+        if name not in reg.entries["reward"]:
+            raise ValueError(f"rewards[{i}].name={name!r} is not a reward; valid: {', '.join(reg.names('reward'))}")
+        cls = reg.get("reward", name)
+        try:
+            options = cls.Config.model_validate(spec).model_dump(mode="json")
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc, cls.Config, f"rewards[{i}]")) from None
+        out.append({"name": name, "weight": float(weight), **options})
+    return out
+
+
+def build_rewards(specs: list) -> list[tuple[float, Reward]]:
+    """(lambda_i, reward plugin) pairs."""
+    from registry.registry import build
+    return [(s.pop("weight"), build("reward", s.pop("name"), s)) for s in validate_rewards(specs)]
+
+
+def total_reward(rewards, images: Tensor, cond, teacher) -> Tensor:
+    """sum_i lambda_i R_i(images, c), ``[B]``."""
+    return sum(w * r(images, cond, teacher).float() for w, r in rewards)
+
+
 @hookimpl
 def dimo_register(register):
     register("reward", "classifier", ClassifierReward)

@@ -104,6 +104,24 @@ class ParallelSampler(Sampler):
         from registry.registry import build
         return build("schedule", self.config.schedule)
 
+    def plan(self, steps: int, length: int) -> list[int]:
+        return masked_after(steps, length, self._schedule().gamma, self.config.step_counts)
+
+    def _propose(self, probs: Tensor, pending: Tensor, step: int, steps: int, generator) -> tuple[Tensor, Tensor]:
+        """A draw x0 ~ probs and the order scores of the pending positions (-inf elsewhere)."""
+        x0 = categorical(probs, generator)
+        p_drawn = probs.gather(-1, x0[..., None]).squeeze(-1)
+        score = self.order_scores(p_drawn, pending, step, steps, generator)
+        return x0, score.masked_fill(~pending, float("-inf"))
+
+    def reveal(self, logits, x, pending, keep, step, steps, generator=None, inverse_temperature=1.0):
+        logp = (logits.float() * inverse_temperature).log_softmax(-1)
+        x0, score = self._propose(logp.exp(), pending, step, steps, generator)
+        count = (pending.sum(1) - keep).clamp(min=0)
+        rank = score.argsort(1, descending=True).argsort(1)
+        committed = (rank < count[:, None]) & pending
+        return torch.where(committed, x0, x), pending & ~committed, logp, committed
+
     def order_scores(self, probs_of_sample: Tensor, masked: Tensor, step: int, steps: int,
                      generator: Optional[torch.Generator]) -> Tensor:
         """Higher score = revealed earlier. Only masked positions are considered."""
@@ -130,7 +148,7 @@ class ParallelSampler(Sampler):
         batch, length = cond.shape[0], teacher.seq_len
         x = torch.full((batch, length), teacher.mask_id, dtype=torch.long, device=device)
         null = teacher.null_condition(cond)
-        plan = masked_after(steps, length, self._schedule().gamma, self.config.step_counts)
+        plan = self.plan(steps, length)
         self.begin(batch, length, teacher, device, generator)
         for s in range(steps):
             masked = x == teacher.mask_id
@@ -140,17 +158,11 @@ class ParallelSampler(Sampler):
                 continue
             logits = guided_logits(network, x, cond, null, self.cfg_at(s, steps)).float()
             probs = (logits * self.inverse_temperature_at(s, steps)).softmax(-1)
-            x0 = categorical(probs, generator)
-            p_sample = probs.gather(-1, x0[..., None]).squeeze(-1)
-            score = self.order_scores(p_sample, masked, s, steps, generator)
-            score = score.masked_fill(~masked, float("-inf"))
+            x0, score = self._propose(probs, masked, s, steps, generator)
             top = score.topk(reveal_n, dim=1).indices
             reveal = torch.zeros_like(masked).scatter_(1, top, True) & masked
             x = torch.where(reveal, x0, x)
         return x
-
-    def begin(self, batch, length, teacher, device, generator) -> None:
-        pass
 
 
 class RandomSampler(ParallelSampler):

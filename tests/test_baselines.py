@@ -1,5 +1,6 @@
 """The SDTT, di4c and ReDi baselines: their losses on tiny models (values and gradients on known cases), the
-shared sampler-step helpers, ReDi's resumable pair stage, and 3 engine steps of each on the tiny digits teacher."""
+Sampler interface's step operations (``plan``, ``reveal``, ``run_steps``), ReDi's resumable pair stage, and 3
+engine steps of each on the tiny digits teacher."""
 import math
 
 import pytest
@@ -10,7 +11,7 @@ from core.errors import UserError
 from plugins.divergences import ReverseKL
 from plugins.methods import di4c as D
 from plugins.methods import redi as R
-from plugins.methods.sdtt import SDTT, divergence_value, run_steps, step_targets
+from plugins.methods.sdtt import SDTT, divergence_value, step_targets
 from plugins.samplers import ConfidenceSampler, RandomSampler
 from plugins.teachers.digits import DigitsTeacher
 from plugins.teachers.transformer import MaskedTransformer, TransformerSpec
@@ -30,7 +31,7 @@ def attach(method, **plugins):
 
 
 # ---------------------------------------------------------------------------------------------------
-# The sampler-step helpers
+# The Sampler interface's step operations
 # ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sampler", [RandomSampler(RandomSampler.Config(cfg_scale=2.0, temperature=0.8)),
@@ -40,7 +41,7 @@ def test_run_steps_from_all_mask_is_the_sampler_itself(sampler):
     net, cond = tiny_net(), torch.arange(6)
     x = torch.full((6, L), M)
     predict = lambda x, s, pending: guided_logits(net, x, cond, TEACHER.null_condition(cond), sampler.cfg_at(s, 4))
-    ours = run_steps(sampler, predict, TEACHER, x, 4, generator=torch.Generator().manual_seed(3))
+    ours = sampler.run_steps(predict, TEACHER, x, 4, generator=torch.Generator().manual_seed(3))
     theirs = sampler.sample(net, TEACHER, cond, 4, torch.Generator().manual_seed(3))
     assert torch.equal(ours, theirs)
 
@@ -49,9 +50,8 @@ def test_partial_steps_follow_the_plan_and_targets_come_from_the_revealing_step(
     net, cond = tiny_net(), torch.arange(4)
     x = torch.full((4, L), M)
     sampler = RandomSampler(RandomSampler.Config())
-    x2, trace = run_steps(sampler, lambda x, s, p: net(x, cond), TEACHER, x, 8, 0, 2, record=True)
-    from plugins.methods.sdtt import sampler_plan
-    assert ((x2 == M).sum(1) == sampler_plan(sampler, 8, L)[1]).all()
+    x2, trace = sampler.run_steps(lambda x, s, p: net(x, cond), TEACHER, x, 8, 0, 2, record=True)
+    assert ((x2 == M).sum(1) == sampler.plan(8, L)[1]).all()
     target = step_targets(trace, x == M)
     (lp0, c0), (lp1, c1) = trace
     assert torch.equal(target[c0], lp0[c0]) and torch.equal(target[c1], lp1[c1])
@@ -92,8 +92,8 @@ def test_sdtt_targets_match_a_student_equal_to_the_teacher_on_first_step_tokens_
     torch.manual_seed(1)
     x_t, j = m.noised_data(tokens, 0)
     with torch.no_grad():
-        _, trace = run_steps(m.plugins["sampler"], lambda x, s, p: teacher(x, cond), TEACHER, x_t, 8,
-                             2 * j, 2 * j + 2, record=True)
+        _, trace = m.plugins["sampler"].run_steps(lambda x, s, p: teacher(x, cond), TEACHER, x_t, 8,
+                                                  2 * j, 2 * j + 2, record=True)
     target = step_targets(trace, x_t == M)
     logp = F.log_softmax(student(x_t, cond), -1)
     first = trace[0][1]

@@ -11,14 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import UserError
-from core.generate import TTEOConfig, best_of_n, build_rewards, total_reward, tteo_sample
 from core.interfaces import PluginConfig, StepContext, Teacher
 from plugins.discriminators import LightDiscriminator, TrunkDiscriminator
 from plugins.divergences import ForwardKL
 from plugins.inits import MixedInit
 from plugins.methods.soft_dimo import SoftDiMO, load_generator_weights, mask_embeddings, soft_embed
-from plugins.rewards import ClassifierReward, HFClipReward, HPSReward, PickScoreReward, clip_pixels
+from plugins.rewards import ClassifierReward, HFClipReward, HPSReward, PickScoreReward, clip_pixels, total_reward
 from plugins.schedules import Arccos
+from plugins.search import TTEO, BestOfN
 from plugins.teachers.digits import DigitsTeacher
 from plugins.teachers.evaluator import MLPClassifier
 from plugins.teachers.transformer import MaskedTransformer, TransformerSpec
@@ -368,43 +368,47 @@ def test_tteo_ascends_the_reward_on_the_input_embedding_and_keeps_the_best_start
     method.attach(teacher, {"init": MixedInit(MixedInit.Config())})
     torch.manual_seed(0)
     net = teacher.build_network(load_weights=False).eval().requires_grad_(False)
-    rewards = build_rewards(["classifier"])
     classifier = MLPClassifier(64, 10).eval().requires_grad_(False)
     classifier.head.weight.mul_(30)   # a confident random classifier: a reward with a clear slope
-    rewards[0][1].net = classifier
     cond = torch.arange(10)
+
+    def search(cls, **options):
+        plugin = cls(cls.Config(rewards=["classifier"], **options))
+        plugin.rewards[0][1].net = classifier
+        return plugin
 
     def soft_reward(iters, lr=0.3):
         """Mean soft reward after TTEO (1 start), read back through the same embedding path."""
         seen = []
-        orig = rewards[0][1].__call__
+        tteo = search(TTEO, seeds=1, iters=iters, lr=lr)
+        orig = tteo.rewards[0][1].__call__
 
         def spy(images, c, t):
             out = orig(images, c, t)
             if images.requires_grad:
                 seen.append(out.mean().item())
             return out
-        wrapped = [(1.0, spy)]
-        tteo_sample(method, net, teacher, cond, wrapped, TTEOConfig(seeds=1, iters=iters, lr=lr), 1.0,
-                    torch.Generator().manual_seed(0))
+        tteo.rewards = [(1.0, spy)]
+        tteo.search(method, net, teacher, cond, 1.0, torch.Generator().manual_seed(0))
         return seen
     trace = soft_reward(8)
     assert len(trace) == 8 and trace[-1] > trace[0] + 0.2            # gradient ascent raises the reward
     assert all(b > a - 1e-3 for a, b in zip(trace, trace[1:]))
     assert all(p.grad is None for p in net.parameters())              # the generator is not changed
-    tokens, scores = tteo_sample(method, net, teacher, cond, rewards, TTEOConfig(seeds=3, iters=2), 1.0,
-                                 torch.Generator().manual_seed(1))
+    tteo = search(TTEO, seeds=3, iters=2)
+    tokens, scores = tteo.search(method, net, teacher, cond, 1.0, torch.Generator().manual_seed(1))
     assert tokens.shape == (10, 64) and scores.shape == (10,)
-    hard = total_reward(rewards, teacher.decode(tokens), cond, teacher)
+    hard = total_reward(tteo.rewards, teacher.decode(tokens), cond, teacher)
     assert torch.allclose(hard, scores, atol=1e-5)                    # scores are the kept samples' rewards
+    assert tteo.cost() == 3 * (3 * 2 + 1)                             # N (3K + 1) forwards per condition
     # best-of-N keeps the maximum of its N candidates
     g = torch.Generator().manual_seed(2)
-    torch.manual_seed(2)   # the init's embedding noise is drawn inside the network's forward
-    _, best = best_of_n(method, net, teacher, cond, rewards, 6, 1.0, g)
+    torch.manual_seed(2)   # the init's embedding noise is drawn from the global RNG
+    _, best = search(BestOfN, n=6).search(method, net, teacher, cond, 1.0, g)
     g = torch.Generator().manual_seed(2)
     torch.manual_seed(2)
     cand = method.generate(net, cond.repeat_interleave(6), g, temperature=1.0)
-    all_scores = total_reward(rewards, teacher.decode(cand), cond.repeat_interleave(6), teacher).view(10, 6)
+    all_scores = total_reward(tteo.rewards, teacher.decode(cand), cond.repeat_interleave(6), teacher).view(10, 6)
     assert torch.allclose(best, all_scores.max(1).values.detach(), atol=1e-5)
 
 

@@ -31,8 +31,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from core.interfaces import Method, PluginConfig, Role
-from core.masking import forward_mask
-from plugins.methods.sdtt import guided, reveal, run_steps
+from core.masking import forward_mask, guided_logits
 from plugins.samplers import categorical, uniform
 from registry import hookimpl
 
@@ -215,7 +214,7 @@ class Di4C(Method):
         rep = lambda t: t.repeat_interleave(c.latent_batch, 0)
         sampler.begin(x_t.shape[0] * c.latent_batch, length, self.teacher, x_t.device, None)
         progress = int(100 * float(r.mean()))   # order rules that anneal with progress see the batch's mean
-        x_u, *_ = reveal(sampler, rep(logits_teacher), rep(x_t), rep(masked), rep(keep), progress, 101)
+        x_u, *_ = sampler.reveal(rep(logits_teacher), rep(x_t), rep(masked), rep(keep), progress, 101)
         return x_u
 
     def complete(self, student, x_u: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
@@ -266,8 +265,8 @@ class Di4C(Method):
 
         def predict(x, s, pending):
             lam = uniform((x.shape[0],), generator, device)
-            return guided(network, x, cond, null, sampler.cfg_at(s, steps), lam=lam)
-        return run_steps(sampler, predict, self.teacher, x, steps, generator=generator)
+            return guided_logits(network, x, cond, null, sampler.cfg_at(s, steps), {"lam": lam})
+        return sampler.run_steps(predict, self.teacher, x, steps, generator=generator)
 
 
 @hookimpl

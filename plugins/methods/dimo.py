@@ -108,28 +108,31 @@ class DiMO(Method):
         code's 0.5 ||z - sg(z - g)||^2 has the same gradient."""
         return (g.detach() * z_theta.float()).sum()
 
-    def train_step(self, ctx):
+    def dimo_loss(self, ctx, z_theta, x_theta, cond):
+        """The generator's loss on its sampled tokens x_theta: x_t ~ q(. | x_theta), teacher (CFG) and aux on
+        x_t, g = dD/dz_psi, and the surrogate whose gradient wrt z_theta is g. Returns (loss, logs)."""
         c, teacher = self.config, self.teacher
-        gen, aux, phi = ctx.models["generator"], ctx.models["aux"], ctx.models["teacher"]
-        schedule, device, batch = self.plugins["schedule"], ctx.device, self.micro
-
-        with ctx.autocast():
-            z_theta, cond = self.one_step_logits(gen, batch, device)
-        x_theta = self.sample_tokens(z_theta, c.generator_temperature)
-        x_t, mask = forward_mask(x_theta, schedule.sample_ratio(batch, device=device), teacher.mask_id,
-                                 c.mask_count)
+        ratio = self.plugins["schedule"].sample_ratio(x_theta.shape[0], device=ctx.device)
+        x_t, mask = forward_mask(x_theta, ratio, teacher.mask_id, c.mask_count)
         with torch.no_grad(), ctx.autocast():
-            z_phi = guided_logits(phi, x_t, cond, teacher.null_condition(cond), c.cfg_scale)
-            z_psi = aux(x_t, cond)
+            z_phi = guided_logits(ctx.models["teacher"], x_t, cond, teacher.null_condition(cond), c.cfg_scale)
+            z_psi = ctx.models["aux"](x_t, cond)
         logp_phi = F.log_softmax(z_phi.float() / c.teacher_temperature, -1)
         logp_psi = F.log_softmax(z_psi.float() / c.aux_temperature, -1)
         g = self.generator_gradient(logp_phi, logp_psi, mask)
-        ctx.update("generator", self.surrogate(g, z_theta))
-
         div = self.plugins["divergence"].value(logp_phi, logp_psi)
         # Device tensors: the engine reads them at log steps, so a step never waits on the host.
         logs = {"divergence": ((div * mask).sum() / mask.sum().clamp(min=1)).detach(),
                 "grad_sq": (0.5 * (g ** 2).sum()).detach()}
+        return self.surrogate(g, z_theta), logs
+
+    def train_step(self, ctx):
+        c = self.config
+        with ctx.autocast():
+            z_theta, cond = self.one_step_logits(ctx.models["generator"], self.micro, ctx.device)
+        x_theta = self.sample_tokens(z_theta, c.generator_temperature)
+        loss, logs = self.dimo_loss(ctx, z_theta, x_theta, cond)
+        ctx.update("generator", loss)
         for _ in range(c.aux_updates):
             logs["aux_loss"] = self.aux_step(ctx, x_theta, cond, z_theta.detach())
         return logs

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from core import stages
 from core.errors import UserError
 from core.interfaces import Method, PluginConfig, Role
-from plugins.methods.sdtt import guided, run_steps
+from core.masking import guided_logits
 from registry import hookimpl
 
 
@@ -204,10 +204,10 @@ class ReDi(Method):
 
         def predict(x, s, pending):
             scale = sampler.cfg_at(s, steps) if cfg is None else cfg
-            return guided(network, x, cond, null, scale, source=pending & (x != mask_id))
+            return guided_logits(network, x, cond, null, scale, {"source": pending & (x != mask_id)})
         everything = torch.ones_like(x_init, dtype=torch.bool)
-        return run_steps(sampler, predict, self.teacher, x_init, steps, pending=everything, generator=generator,
-                         temperature=temperature)
+        return sampler.run_steps(predict, self.teacher, x_init, steps, pending=everything, generator=generator,
+                                 temperature=temperature)
 
     # -- training --------------------------------------------------------------------------------------
     def ensure_pairs(self, ctx, phase: int) -> None:

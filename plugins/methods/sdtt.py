@@ -12,15 +12,14 @@ At a round's end the student's weights become the round teacher (a frozen role t
 Round 0's teacher is the pre-trained one, with classifier-free guidance ``cfg_scale``; later round teachers
 are students, already guided, so the student always samples without CFG.
 
-The parallel-decoding step helpers below (``reveal``, ``run_steps``) apply a teacher sampler plugin's rules
-(step counts from its schedule, which positions it reveals, its temperature) from any partial state; di4c and
-ReDi use them too.
+The round teacher's steps are the sampler plugin's own (``Sampler.run_steps`` from any partial state: its
+step counts, the positions it reveals, its temperature), as in di4c and ReDi.
 """
 from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Literal, Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,71 +30,12 @@ from core.errors import UserError
 from core.interfaces import Method, PluginConfig, Role
 from core.masking import forward_mask, guided_logits
 from plugins.divergences import FDivergence, ForwardKL, ReverseKL
-from plugins.samplers import categorical, masked_after
 from registry import hookimpl
 
-Predict = Callable[[Tensor, int, Tensor], Tensor]   # (tokens [B, L], step s, pending [B, L]) -> logits [B, L, V]
-
 
 # ---------------------------------------------------------------------------------------------------
-# Sampler steps from any state (shared by sdtt, di4c and redi)
+# SDTT's targets
 # ---------------------------------------------------------------------------------------------------
-
-def sampler_plan(sampler, steps: int, length: int) -> list[int]:
-    """How many positions the sampler leaves undecided after each of its ``steps`` steps."""
-    from registry.registry import build
-    gamma = build("schedule", sampler.config.schedule).gamma
-    return masked_after(steps, length, gamma, sampler.config.step_counts)
-
-
-def reveal(sampler, logits: Tensor, x: Tensor, pending: Tensor, keep: Tensor, step: int, steps: int,
-           generator: Optional[torch.Generator] = None, inverse_temperature: float = 1.0):
-    """One parallel-decoding step on precomputed logits: draw x0 ~ softmax(logits * inverse_temperature) and
-    commit it at ``pending.sum(1) - keep`` pending positions, chosen by the sampler's ``order_scores``.
-    Returns ``(x, pending, logp, committed)``; ``logp`` is the distribution the draw came from."""
-    logp = (logits.float() * inverse_temperature).log_softmax(-1)
-    probs = logp.exp()
-    x0 = categorical(probs, generator)
-    p_drawn = probs.gather(-1, x0[..., None]).squeeze(-1)
-    score = sampler.order_scores(p_drawn, pending, step, steps, generator).masked_fill(~pending, float("-inf"))
-    count = (pending.sum(1) - keep).clamp(min=0)
-    rank = score.argsort(1, descending=True).argsort(1)
-    committed = (rank < count[:, None]) & pending
-    return torch.where(committed, x0, x), pending & ~committed, logp, committed
-
-
-def run_steps(sampler, predict: Predict, teacher, x: Tensor, steps: int, start: int = 0,
-              stop: Optional[int] = None, pending: Optional[Tensor] = None,
-              generator: Optional[torch.Generator] = None, temperature: Optional[float] = None,
-              record: bool = False):
-    """Steps ``start .. stop-1`` of the sampler's ``steps``-step plan from state ``x`` (pending positions:
-    ``pending``, default the [M] ones). ``temperature`` None follows the sampler's own. Returns the tokens,
-    or with ``record`` ``(tokens, [(logp, committed) per step])``."""
-    stop = steps if stop is None else stop
-    pending = (x == teacher.mask_id) if pending is None else pending
-    plan = sampler_plan(sampler, steps, x.shape[1])
-    sampler.begin(x.shape[0], x.shape[1], teacher, x.device, generator)
-    trace = []
-    for s in range(start, stop):
-        keep = pending.sum(1).clamp(max=plan[s])
-        if not record and bool((pending.sum(1) == keep).all()):
-            continue   # nothing to reveal: skip the forward, as the sampler does
-        inv = sampler.inverse_temperature_at(s, steps) if temperature is None else 1 / temperature
-        x, pending, logp, committed = reveal(sampler, predict(x, s, pending), x, pending, keep, s, steps,
-                                             generator, inv)
-        trace.append((logp, committed))
-    return (x, trace) if record else x
-
-
-def guided(network, x: Tensor, cond: Tensor, null: Tensor, scale: float, **extra: Tensor) -> Tensor:
-    """``guided_logits`` for networks that take extra per-sample inputs (di4c's lambda, ReDi's source
-    marks): both CFG branches see the same extras."""
-    if scale == 1.0:
-        return network(x, cond, **extra)
-    both = network(torch.cat([x, x]), torch.cat([cond, null]), **{k: torch.cat([v, v]) for k, v in extra.items()})
-    z_c, z_u = both.chunk(2)
-    return z_u + scale * (z_c - z_u)
-
 
 def step_targets(trace: list[tuple[Tensor, Tensor]], masked: Tensor) -> Tensor:
     """Per position, the log-distribution of the step that revealed it; positions no step revealed keep the
@@ -196,16 +136,16 @@ class SDTT(Method):
         null = teacher.null_condition(cond)
         scale = c.cfg_scale if round_ == 0 else 1.0
         predict = lambda x, s, pending: guided_logits(round_teacher, x, cond, null, scale)
-        _, trace = run_steps(self.plugins["sampler"], predict, teacher, x_t, self.student_steps(round_) * k,
-                             k * j, k * j + k, generator=generator, temperature=None if round_ == 0 else 1.0,
-                             record=True)
+        _, trace = self.plugins["sampler"].run_steps(predict, teacher, x_t, self.student_steps(round_) * k,
+                                                     k * j, k * j + k, generator=generator,
+                                                     temperature=None if round_ == 0 else 1.0, record=True)
         return step_targets(trace, x_t == teacher.mask_id)
 
     def noised_data(self, tokens: Tensor, round_: int) -> tuple[Tensor, int]:
         """(x_t, j): real data with as many [M] as the student's plan leaves before its step j, j uniform
         (one per batch, so the sampler's step-dependent rules apply to the whole batch)."""
         n_student = self.student_steps(round_)
-        plan = [tokens.shape[1]] + sampler_plan(self.plugins["sampler"], n_student, tokens.shape[1])
+        plan = [tokens.shape[1]] + self.plugins["sampler"].plan(n_student, tokens.shape[1])
         j = int(torch.randint(n_student, ()))
         ratio = torch.full((tokens.shape[0],), plan[j] / tokens.shape[1], device=tokens.device)
         return forward_mask(tokens, ratio, self.teacher.mask_id, "exact")[0], j
@@ -252,8 +192,8 @@ class SDTT(Method):
         x = torch.full((cond.shape[0], self.teacher.seq_len), self.teacher.mask_id, dtype=torch.long,
                        device=device)
         predict = lambda x, s, pending: network(x, cond)
-        return run_steps(self.plugins["sampler"], predict, self.teacher, x, steps or self.sample_steps[0],
-                         generator=generator, temperature=self.config.sample_temperature)
+        return self.plugins["sampler"].run_steps(predict, self.teacher, x, steps or self.sample_steps[0],
+                                                 generator=generator, temperature=self.config.sample_temperature)
 
 
 @hookimpl

@@ -27,10 +27,10 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from core.errors import UserError
-from core.generate import build_rewards, total_reward, validate_rewards
 from core.interfaces import Role
-from core.masking import draw_mask, forward_mask, guided_logits
+from core.masking import draw_mask
 from plugins.methods.dimo import DiMO, DiMOConfig
+from plugins.rewards import build_rewards, total_reward, validate_rewards
 from registry import hookimpl
 
 
@@ -133,23 +133,7 @@ class SoftDiMO(DiMO):
                                           grad_clip=c.disc_grad_clip, nan_to_num=c.nan_to_num)
         return roles
 
-    # -- the three losses ----------------------------------------------------------------------------
-    def dimo_loss(self, ctx, z_theta, x_theta, cond):
-        """Di[M]O's surrogate on the sampled tokens (as DiMO.train_step) and its logs."""
-        c, teacher = self.config, self.teacher
-        ratio = self.plugins["schedule"].sample_ratio(x_theta.shape[0], device=ctx.device)
-        x_t, mask = forward_mask(x_theta, ratio, teacher.mask_id, c.mask_count)
-        with torch.no_grad(), ctx.autocast():
-            z_phi = guided_logits(ctx.models["teacher"], x_t, cond, teacher.null_condition(cond), c.cfg_scale)
-            z_psi = ctx.models["aux"](x_t, cond)
-        logp_phi = F.log_softmax(z_phi.float() / c.teacher_temperature, -1)
-        logp_psi = F.log_softmax(z_psi.float() / c.aux_temperature, -1)
-        g = self.generator_gradient(logp_phi, logp_psi, mask)
-        div = self.plugins["divergence"].value(logp_phi, logp_psi)
-        logs = {"divergence": float((div * mask).sum() / mask.sum().clamp(min=1)),
-                "grad_sq": float(0.5 * (g ** 2).sum())}
-        return self.surrogate(g, z_theta), logs
-
+    # -- the GAN and reward losses (Di[M]O's is DiMO.dimo_loss) -------------------------------------
     def gan_ratio(self, n: int, device) -> Tensor:
         return torch.rand(n, device=device) * self.config.gan_ratio_max
 
