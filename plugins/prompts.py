@@ -1,0 +1,173 @@
+"""Prompt sets and cached text conditioning for text-to-image teachers (aMUSEd, MaskGen, Meissonic).
+
+How text enters dimo's interfaces (core/interfaces.py) without changing them:
+  * a *condition* is a LongTensor ``[B]`` of indices into the teacher's prompt set, so ``sample_conditions``,
+    CFG batching (``torch.cat([cond, null])``), data batches, checkpoints and results stay index tensors;
+  * ``null_condition(cond)`` is the index ``len(prompts)``: the null prompt (``""``) or the negative prompt, as
+    each family's official sampler uses for classifier-free guidance;
+  * the teacher's network maps indices to text-encoder outputs through a :class:`TextConditioner`, which runs
+    the (frozen) text encoder once per prompt and caches its outputs. Generator, aux and discriminator are deep
+    copies of the teacher network: they share one conditioner (``__deepcopy__`` returns itself), so the text
+    encoder and its cache exist once;
+  * ``teacher.captions(cond)`` gives the prompt strings (text rewards, captions in results and grids).
+
+Prompt sources (``teacher.prompts.source``):
+  * ``builtin``: a small fixed list for smoke runs;
+  * ``hpsv2`` or ``hpsv2:<style>``: the HPS v2 benchmark prompts shipped by the ``hpsv2`` package (styles
+    anime, concept-art, paintings, photo; 800 each);
+  * a path: a ``.txt`` file (one prompt per line; blank lines and lines starting with ``#`` skipped) or a
+    ``.json`` list of strings.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from pydantic import Field, field_validator
+from torch import Tensor
+
+from core.errors import UserError
+from core.interfaces import PluginConfig
+
+# Short, varied prompts for smoke runs and the tiny test teachers (not a benchmark).
+BUILTIN_PROMPTS = (
+    "a photo of a red apple on a wooden table",
+    "a watercolor painting of a lighthouse at sunset",
+    "an astronaut riding a horse on the moon",
+    "a bowl of ramen with chopsticks, studio lighting",
+    "a cat wearing sunglasses, digital art",
+    "a snowy mountain village at night",
+    "two dogs playing with a blue ball in a park",
+    "a futuristic city skyline, concept art",
+)
+HPS_STYLES = ("anime", "concept-art", "paintings", "photo")
+
+
+class PromptsConfig(PluginConfig):
+    source: str = Field("builtin", description="builtin (a small smoke-test list), hpsv2 or hpsv2:<style> (the HPS v2 "
+                                               "benchmark prompts of the hpsv2 package), or a .txt / .json file")
+    negative: Optional[str] = Field(None, description="the null/negative prompt of CFG; default: the teacher "
+                                                      "family's own ('' for aMUSEd and MaskGen)")
+    limit: Optional[int] = Field(None, gt=0, description="keep only the first N prompts")
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        if v.startswith("hpsv2:") and v.split(":", 1)[1] not in HPS_STYLES:
+            raise ValueError(f"unknown HPS v2 style '{v.split(':', 1)[1]}'; valid: {', '.join(HPS_STYLES)}")
+        return v
+
+
+@dataclass
+class PromptSet:
+    """Prompts ``0..N-1`` and the null/negative prompt at index ``N``; ``styles[i]`` groups prompts (HPS)."""
+    prompts: list[str]
+    negative: str = ""
+    styles: Optional[list[str]] = None
+    source: str = "builtin"
+
+    @property
+    def null_index(self) -> int:
+        return len(self.prompts)
+
+    def text(self, index: int) -> str:
+        if index == self.null_index:
+            return self.negative
+        if not 0 <= index < len(self.prompts):
+            raise IndexError(f"prompt index {index} is outside the prompt set (0..{len(self.prompts) - 1}, "
+                             f"null {self.null_index})")
+        return self.prompts[index]
+
+    def texts(self, cond: Tensor) -> list[str]:
+        return [self.text(int(i)) for i in cond.reshape(-1).tolist()]
+
+
+def hpsv2_prompts(style: Optional[str] = None) -> tuple[list[str], list[str]]:
+    """(prompts, styles) of the HPS v2 benchmark, from the ``hpsv2`` package (``hpsv2.benchmark_prompts``)."""
+    try:
+        import hpsv2
+    except ImportError:
+        raise UserError("teacher.prompts.source=hpsv2 needs the HPS v2 benchmark package: `pip install hpsv2` "
+                        "(or give a .txt prompt file)") from None
+    root = Path(getattr(hpsv2, "root_path", "~/.cache/hpsv2")).expanduser() / "datasets" / "benchmark"
+    styles = [style] if style else list(HPS_STYLES)
+    prompts, labels = [], []
+    for s in styles:
+        cached = root / f"{s}.json"
+        try:   # the package's cached file first: benchmark_prompts() re-downloads (hub zhwang/HPDv2) each call
+            got = json.loads(cached.read_text()) if cached.is_file() else hpsv2.benchmark_prompts(s)
+        except Exception as exc:   # noqa: BLE001 - the package raises whatever its download raises
+            raise UserError(f"teacher.prompts.source=hpsv2: the HPS v2 benchmark prompts ({s}) could not be read "
+                            f"from '{cached}' nor fetched by hpsv2 (hub dataset zhwang/HPDv2): {exc}") from None
+        got = got[s] if isinstance(got, dict) else got
+        prompts += list(got)
+        labels += [s] * len(got)
+    return prompts, labels
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"teacher.prompts.source='{path}' is not valid JSON ({exc})") from None
+        if not (isinstance(data, list) and all(isinstance(p, str) for p in data)):
+            raise UserError(f"teacher.prompts.source='{path}': a .json prompt file must hold a list of strings")
+        return [p.strip() for p in data if p.strip()]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def load_prompts(config: PromptsConfig, default_negative: str = "") -> PromptSet:
+    src = config.source
+    styles = None
+    if src == "builtin":
+        prompts = list(BUILTIN_PROMPTS)
+    elif src == "hpsv2" or src.startswith("hpsv2:"):
+        prompts, styles = hpsv2_prompts(src.split(":", 1)[1] if ":" in src else None)
+    else:
+        path = Path(src).expanduser()
+        if not path.is_file():
+            raise UserError(f"teacher.prompts.source='{src}' is neither builtin, hpsv2, hpsv2:<style> "
+                            f"({', '.join(HPS_STYLES)}) nor an existing .txt/.json prompt file")
+        prompts = read_prompt_file(path)
+    if config.limit:
+        prompts, styles = prompts[: config.limit], styles[: config.limit] if styles else None
+    if not prompts:
+        raise UserError(f"teacher.prompts.source='{src}' holds no prompts")
+    negative = default_negative if config.negative is None else config.negative
+    return PromptSet(prompts, negative, styles, src)
+
+
+Encoder = Callable[[list[str], torch.device], dict[str, Tensor]]
+
+
+@dataclass(eq=False)
+class TextConditioner:
+    """Prompt index -> cached text-encoder outputs. ``encode(texts, device)`` returns named tensors with a
+    leading batch axis (e.g. ``hidden [N, 77, D]``, ``pooled [N, D]``); it is called once per new prompt
+    (batched over the new prompts of a call) under ``no_grad``, and the outputs are kept on that device."""
+    prompts: PromptSet
+    encode: Encoder
+    cache: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+
+    def __deepcopy__(self, memo):   # shared by every copy of the network (teacher, generator, aux, ...)
+        return self
+
+    def __call__(self, cond: Tensor) -> dict[str, Tensor]:
+        idx = cond.reshape(-1).long().tolist()
+        bad = [i for i in idx if not 0 <= i <= self.prompts.null_index]
+        if bad:
+            raise IndexError(f"condition(s) {bad[:4]} outside the prompt set: 0..{self.prompts.null_index - 1} "
+                             f"are prompts, {self.prompts.null_index} the null/negative prompt")
+        new = sorted(set(i for i in idx if i not in self.cache))
+        if new:
+            with torch.no_grad():
+                out = self.encode([self.prompts.text(i) for i in new], cond.device)
+            for j, i in enumerate(new):
+                self.cache[i] = {k: v[j].detach() for k, v in out.items()}
+        first = self.cache[idx[0]]
+        return {k: torch.stack([self.cache[i][k] for i in idx]).to(cond.device) for k in first}
