@@ -6,6 +6,8 @@ class-conditional ImageNet 256x256, MaskGit teacher, 50k samples. ``None`` is a 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 CITATION = ("Y. Zhu, X. Wang, S. Lathuilière, V. Kalogeiton, \"Di[M]O: Distilling Masked Diffusion Models into "
             "One-step Generator\" and its Soft-Di[M]O extension, Table 2 (class-conditional ImageNet-256, MaskGit "
             "teacher; the Soft-Di[M]O row is that extension's own result)")
@@ -40,3 +42,72 @@ def table2() -> list[dict]:
     """The rows as dicts: group, method, cite, steps and the metric values (None where not reported)."""
     return [{"group": g, "method": m, "cite": c, "steps": s, **dict(zip(METRICS, vals))}
             for g, m, c, s, *vals in _TABLE2]
+
+
+# ------------------------------------------------------------------------------------------------
+# The other teachers of the Soft-Di[M]O extension, each beside the suite that reproduces it
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReportedTable:
+    """Published rows of one suite: ``rows`` are (group, method, cite, steps, *metric values, entry id or None);
+    the entry id names the suite result that reproduces the row (its metrics are shown beside the paper's)."""
+    suite: str
+    setting: str
+    citation: str
+    metrics: tuple[str, ...]
+    titles: tuple[str, ...]
+    higher_is_better: dict[str, bool]
+    rows: tuple[tuple, ...]
+
+
+SOFT_CITATION = ("Y. Zhu et al., Soft-Di[M]O (extension of \"Di[M]O: Distilling Masked Diffusion Models into One-step "
+                 "Generator\")")
+
+TABLE1_MASKBIT = ReportedTable(
+    suite="imagenet256_maskbit",
+    setting="ImageNet 256x256, class-conditional, MaskBit teacher (14 bit), 50k samples, Inception FID/IS/P/R",
+    citation=SOFT_CITATION + ", Table 1",
+    metrics=("fid", "is", "precision", "recall"), titles=("FID", "IS", "Prec.", "Rec."),
+    higher_is_better={"fid": False, "is": True, "precision": True, "recall": True},
+    rows=(("teacher", "MaskBit", "Weber et al., 2024", 64, 1.66, 320.0, 0.81, 0.60, "teacher-maskbit-64step"),
+          ("distillation", "Di[M]O-MaskBit", "Zhu et al., 2025b", 1, 2.89, 310.1, 0.87, 0.49, "dimo-1step-seed0"),
+          ("distillation", "Soft-Di[M]O-MaskBit", "Zhu et al., Soft-Di[M]O", 1, 1.96, 281.4, 0.84, 0.55,
+           "soft_dimo-1step-seed0"),
+          ("distillation", "Soft-Di[M]O-MaskBit, trained longer", "Zhu et al., Soft-Di[M]O", 1, 1.56, 273.2, 0.81,
+           0.60, None)))
+
+TABLE3_MEISSONIC = ReportedTable(
+    suite="t2i_meissonic",
+    setting="text-to-image 1024x1024, Meissonic teacher: MS-COCO FID, CLIP score, GenEval overall, HPS v2.1 average",
+    citation=SOFT_CITATION + ", Table 3",
+    metrics=("fid", "clip", "geneval", "hps"), titles=("FID", "CLIP", "GenEval", "HPS v2.1"),
+    higher_is_better={"fid": False, "clip": True, "geneval": True, "hps": True},
+    rows=(("teacher", "Meissonic", "Bai et al., 2024", 32, 50.13, 0.318, 0.46, 29.63, "teacher-meissonic-32step"),
+          ("distillation", "Di[M]O-Meissonic", "Zhu et al., 2025b", 1, 38.45, 0.322, 0.43, 28.59, "dimo-1step-seed0"),
+          ("distillation", "Soft-Di[M]O-Meissonic", "Zhu et al., Soft-Di[M]O", 1, 28.33, 0.319, 0.53, 32.35,
+           "soft_dimo-1step-seed0")))
+
+TABLES = {t.suite: t for t in (TABLE1_MASKBIT, TABLE3_MEISSONIC)}
+
+
+def beside(table: ReportedTable, results_root) -> list[str]:
+    """Markdown: each published row with dimo's reproduced value of every metric beside it (from
+    ``<results_root>/<suite>/<entry id>.json``; empty where no result exists yet)."""
+    from pathlib import Path
+
+    from benchmarks.results import read
+    head = ["group", "method", "steps"]
+    for m, t in zip(table.metrics, table.titles):
+        arrow = "↑" if table.higher_is_better[m] else "↓"
+        head += [f"{t} {arrow} paper", f"{t} dimo"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (2 * len(table.metrics))]
+    for group, method, cite, steps, *rest in table.rows:
+        values, entry = rest[:-1], rest[-1]
+        path = Path(results_root) / table.suite / f"{entry}.json" if entry else None
+        got = read(path).metrics if path is not None and path.is_file() else {}
+        cells = [group, f"{method} ({cite})", str(steps)]
+        for m, v in zip(table.metrics, values):
+            cells += ["-" if v is None else f"{v:g}", f"{got[m]:.4g}" if m in got else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines

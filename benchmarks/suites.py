@@ -192,6 +192,23 @@ BUILTIN: dict[str, dict] = {
         "evaluator": "inception",
         "performance": {"batch_size": 64, "warmup": 2, "iters": 5, "sample_batch": 64},
     },
+    # The Soft-Di[M]O paper's Table 1 setting (benchmarks.reported.TABLE1_MASKBIT lists its rows beside these
+    # entries); runs where the MaskBit files, the reference statistics and, for Soft-Di[M]O's GAN head, real ImageNet
+    # tokens (teacher.data) are local.
+    "imagenet256_maskbit": {
+        "name": "imagenet256_maskbit", "description": "class-conditional ImageNet 256x256 with the MaskBit teacher "
+                                                      "(14 bit; Soft-Di[M]O Table 1): 50k samples, Inception FID/IS",
+        "teachers": [{"name": "maskbit"}],
+        "teacher_steps": [64],
+        "samplers": [{"group": "teacher", "label": "MaskBit", "id": "teacher-maskbit", "config": {"name": "maskbit"}}],
+        "methods": [{"label": "Di[M]O", "id": "dimo", "config": {"method": "dimo"}},
+                    {"label": "Soft-Di[M]O (from Di[M]O)", "id": "soft_dimo", "config": {"method": "soft_dimo"},
+                     "init_from": "dimo"}],
+        "other_methods": False,
+        "eval": {"samples_per_class": 50, "seeds": [0], "batch_size": 50},
+        "evaluator": "inception",
+        "performance": {"batch_size": 64, "warmup": 2, "iters": 5, "sample_batch": 64, "teacher_steps": 64},
+    },
 }
 
 

@@ -267,3 +267,40 @@ def test_methods_train_through_the_engine_on_maskbit(folder, tmp_path, token_dat
                              steps=method.sample_steps[0])
     assert tokens.shape == (2, POSITIONS * SPLITS) and (tokens < C).all()
     assert teacher.decode(tokens).shape == (2, 3, RES, RES)
+
+
+# ---------------------------------------------------------------------------------------------------
+# TTEO through the bit embeddings, and the benchmark suite
+# ---------------------------------------------------------------------------------------------------
+
+def test_tteo_optimises_the_bit_embeddings_of_the_flat_grid(folder):
+    from plugins.inits import MixedInit
+    from plugins.methods.dimo import DiMO
+    from plugins.search import TTEO
+    teacher = teacher_for(folder)
+    net = teacher.build_network().eval()
+    method = DiMO(DiMO.Config())
+    method.attach(teacher, {"init": MixedInit(MixedInit.Config())})
+    search = TTEO(TTEO.Config(seeds=2, iters=6, lr=0.5))
+    soft = []   # the reward of the soft decode at each Adam step (the hard samples' at the end are not recorded)
+
+    def brightness(images, cond, teacher):
+        if images.requires_grad:
+            soft.append(images.mean().item())
+        return images.mean((1, 2, 3))
+    search.rewards = [(1.0, brightness)]
+    e0 = TTEO.init_embeddings(method, net, teacher, 2, torch.Generator().manual_seed(0))
+    assert e0.shape == (2, POSITIONS * SPLITS, BITS // SPLITS)
+    tokens, rewards = search.search(method, net, teacher, torch.tensor([1, 2]), 1.0, torch.Generator().manual_seed(0))
+    assert tokens.shape == (2, POSITIONS * SPLITS) and (tokens < C).all() and rewards.shape == (2,)
+    assert len(soft) == 6 and soft[-1] > soft[0]
+
+
+def test_the_imagenet_maskbit_suite_holds_the_rows_table1_reports():
+    from benchmarks.reported import TABLE1_MASKBIT, beside
+    from benchmarks.suites import entries, load_suite
+    ids = {e.id for e in entries(load_suite("imagenet256_maskbit"))}
+    named = {row[-1] for row in TABLE1_MASKBIT.rows if row[-1]}
+    assert named <= ids, named - ids
+    lines = beside(TABLE1_MASKBIT, Path("/nonexistent"))
+    assert len(lines) == 2 + len(TABLE1_MASKBIT.rows) and "| 1.66 |  |" in lines[2]

@@ -114,6 +114,10 @@ class MaskBitTeacher(Teacher):
         c = self.config
         return self._source(c.checkpoint, GENERATOR_HUB, c.generator_file, "generator", "teacher.checkpoint")
 
+    def checkpoint_path(self) -> Path:
+        """The generator file (hashed into benchmark provenance; a UserError when it is not available)."""
+        return self.generator_path()
+
     def tokenizer_path(self) -> Path:
         c = self.config
         return self._source(c.tokenizer, TOKENIZER_HUB, c.tokenizer_file, "tokenizer", "teacher.tokenizer")

@@ -31,9 +31,10 @@ from torch import Tensor
 from core.errors import UserError
 from plugins.inits import vp_noise
 from plugins.prompts import TextConditioner, load_prompts
-from plugins.teachers.amused.loading import diffusers_model
+from plugins.teachers.amused.loading import diffusers_model, weights_name
 from plugins.teachers.amused.recipes import DIMO_RECIPE as AMUSED_DIMO
 from plugins.teachers.amused.teacher import AmusedConfig, AmusedTeacher
+from plugins.teachers.maskgit.loading import locate
 from plugins.teachers.meissonic.transformer import MeissonicTransformer
 
 HUB_ID = "MeissonFlow/Meissonic"
@@ -116,6 +117,11 @@ class MeissonicTeacher(AmusedTeacher):
         self.side = config.resolution // scale
         self.seq_len = self.side * self.side
         self.image_shape = (3, config.resolution, config.resolution)
+
+    def checkpoint_path(self) -> Path:
+        """The transformer weights (hashed into benchmark provenance; a UserError when not available)."""
+        name = weights_name("diffusion_pytorch_model.safetensors", self.config.variant)
+        return locate(self.config.checkpoint, f"transformer/{name}", "teacher.checkpoint")
 
     def build_network(self, load_weights: bool = True) -> MeissonicNetwork:
         net = diffusers_model(MeissonicNetwork, self.config.checkpoint, "transformer", "teacher.checkpoint",
