@@ -51,7 +51,7 @@ def default_metrics(suite: Suite, teacher_section: dict) -> list[str]:
     from core.evaluate import DEFAULT_METRICS
     if suite.eval.metrics:
         return list(suite.eval.metrics)
-    exact = getattr(lookup("teacher", teacher_section["name"]), "exact_metrics", ())
+    exact = lookup("teacher", teacher_section["name"]).exact_metrics
     return list(exact or DEFAULT_METRICS)
 
 
@@ -126,9 +126,7 @@ def ensure_teacher(section: dict, seed: int, work_dir: Path) -> None:
     """Embedded teachers without cached weights are pre-trained with mdm first (as the main job does)."""
     from core.config import config_hash, resolve_dict
     from core.pipeline import main_job
-    teacher = build_teacher(section)
-    has = getattr(teacher, "has_weights", None)
-    if has is None or has():
+    if build_teacher(section).has_weights():
         return
     cfg = resolve_dict({"method": {"name": "mdm"}, "teacher": copy.deepcopy(section),
                         "trainer": {"seed": seed, **QUIET_TRAINER}, "eval": {"enabled": False}})
@@ -138,14 +136,11 @@ def ensure_teacher(section: dict, seed: int, work_dir: Path) -> None:
 
 
 def teacher_sha256(teacher) -> Optional[str]:
-    for attr in ("checkpoint_path", "transformer_path"):
-        fn = getattr(teacher, attr, None)
-        if fn is not None:
-            try:
-                return results.file_sha256(fn())
-            except (UserError, OSError):
-                return None
-    return None
+    try:
+        path = teacher.checkpoint_path()
+        return None if path is None else results.file_sha256(path)
+    except (UserError, OSError):
+        return None
 
 
 def student_dir(resolved: dict, work_dir: Path) -> Path:
@@ -442,8 +437,7 @@ class Runner:
         for section in self.suite.teachers:
             try:
                 teacher = build_teacher(section)
-                if hasattr(teacher, "transformer_path"):
-                    teacher.transformer_path()
+                teacher.checkpoint_path()   # a UserError when the weights are missing
             except UserError as exc:
                 return f"teacher '{section['name']}' is not available here: {exc}"
         if self.suite.evaluator == "inception":

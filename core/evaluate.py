@@ -44,7 +44,7 @@ class Scorer:
         if self.evaluator is None:
             raise ValueError(f"teacher {type(teacher).__name__} has no evaluator")
         # A task whose distribution is known exactly scores sample tokens, with no image features.
-        self.exact = tuple(getattr(self.evaluator, "exact_metrics", ()))
+        self.exact = tuple(self.evaluator.exact_metrics)
         if self.exact:
             metrics = self.exact if tuple(metrics) == tuple(DEFAULT_METRICS) else tuple(metrics)
             wrong = [m for m in metrics if m not in self.exact]

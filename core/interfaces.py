@@ -12,6 +12,7 @@ Token conventions used everywhere:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Optional, Protocol, runtime_checkable
 
 import torch
@@ -30,6 +31,11 @@ class Plugin:
     def __init__(self, config: PluginConfig):
         self.config = config
 
+    @classmethod
+    def check_config(cls, config: PluginConfig, teacher: "Teacher") -> None:
+        """Refuse (raise ``core.errors.UserError``) settings that do not fit ``teacher``, e.g. a token id
+        outside its input vocabulary. Called when a run is resolved, before anything is built or trained."""
+
 
 # ---------------------------------------------------------------------------------------------------
 # Networks and teachers
@@ -39,13 +45,11 @@ class Plugin:
 class MaskedNetwork(Protocol):
     """A bidirectional masked-token network (MaskGit-style), the shape of teacher, generator and aux.
 
-    ``noise_sigma`` applies the variance-preserving embedding perturbation of Di[M]O
-    (``e <- sigma * n + sqrt(1 - sigma^2) * e`` on the token embeddings, official code).
-    ``inputs_embeds`` replaces the token-embedding lookup (soft embeddings, TTEO).
+    ``inputs_embeds`` ``[B, L, D]`` replaces the token-embedding lookup ``embed_tokens(tokens)``: the init
+    strategy's perturbed embeddings (Di[M]O's generator input, ``InitSample.embed``), soft embeddings, TTEO.
     """
 
-    def __call__(self, tokens: Optional[Tensor], cond: Any, *, noise_sigma: float = 0.0,
-                 inputs_embeds: Optional[Tensor] = None) -> Tensor: ...
+    def __call__(self, tokens: Optional[Tensor], cond: Any, *, inputs_embeds: Optional[Tensor] = None) -> Tensor: ...
 
     def embed_tokens(self, tokens: Tensor) -> Tensor: ...
 
@@ -56,8 +60,8 @@ class MaskedNetwork(Protocol):
         """Parameters Di[M]O keeps fixed in generator and aux: token embedding, tied head, positions."""
 
 
-class Teacher(Plugin):
-    """A frozen masked diffusion model plus everything around it (grid, conditions, decoder, data).
+class TeacherModel(Plugin):
+    """The masked diffusion model: its token grid, conditions and network factory.
 
     Subclasses set ``seq_len``, ``vocab_size`` (number of real codes V), ``mask_id`` and ``num_classes``.
     """
@@ -65,18 +69,50 @@ class Teacher(Plugin):
     vocab_size: int
     mask_id: int
     num_classes: Optional[int] = None
-    image_shape: Optional[tuple[int, int, int]] = None   # (C, H, W) of decoded images, if any
+
+    def input_vocab_size(self) -> int:
+        """Rows of the network's input-token embedding, i.e. the valid ids of an input token grid: codes
+        ``0..V-1`` and [M] ``= V``; teachers with class tokens in the input (MaskGIT layout) have more."""
+        return self.vocab_size + 1
 
     def build_network(self, load_weights: bool = True) -> nn.Module:
-        """The MDM network; with ``load_weights`` the teacher's trained weights (from its checkpoint)."""
+        """The MDM network (a :class:`MaskedNetwork`); with ``load_weights`` the teacher's trained weights."""
         raise NotImplementedError
 
+    def has_weights(self) -> bool:
+        """Whether trained weights are available now; the main job pre-trains (``method=mdm``) a teacher
+        that says False before distilling it (embedded teachers without a cached checkpoint)."""
+        return True
+
+    def checkpoint_path(self) -> Optional[Path]:
+        """The file holding the trained network weights, hashed into benchmark provenance; None if none."""
+        return None
+
+    def save_pretrained(self, network: nn.Module, path: str) -> None:
+        """Write ``network``'s weights where ``build_network(load_weights=True)`` finds them (``mdm`` caching)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot save pre-trained weights")
+
     def sample_conditions(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``n`` conditions for training and sampling (class ids by default)."""
         return torch.randint(0, self.num_classes, (n,), generator=generator)
 
     def null_condition(self, cond: Tensor) -> Tensor:
         """The unconditional counterpart of ``cond`` for classifier-free guidance."""
         raise NotImplementedError
+
+    def captions(self, cond: Tensor) -> Optional[list[str]]:
+        """The prompt of each condition (text rewards, result grids); None for teachers without text."""
+        return None
+
+    def input_class_token_ids(self) -> Tensor:
+        """Input-embedding ids of the class tokens (for the Table 6 'random class tokens' control)."""
+        raise NotImplementedError(f"{type(self).__name__} has no class tokens in its input vocabulary")
+
+
+class Codec:
+    """Between token grids and images: ``decode`` (sampling, metrics), ``decode_soft`` (rewards through soft
+    codes), ``encode`` (images -> tokens; optional)."""
+    image_shape: Optional[tuple[int, int, int]] = None   # (C, H, W) of decoded images, if any
 
     def decode(self, tokens: Tensor) -> Tensor:
         """Token grid -> images ``[B, C, H, W]`` in [0, 1]."""
@@ -86,9 +122,18 @@ class Teacher(Plugin):
         """Per-token code distributions ``[B, L, V]`` -> images (expected codebook vectors), differentiable."""
         raise NotImplementedError
 
-    def input_class_token_ids(self) -> Tensor:
-        """Input-embedding ids of the class tokens (for the Table 6 'random class tokens' control)."""
-        raise NotImplementedError(f"{type(self).__name__} has no class tokens in its input vocabulary")
+    def encode(self, images: Tensor) -> Tensor:
+        """Images ``[B, C, H, W]`` in [0, 1] -> token grid ``[B, L]`` (the Table 6 'encoded noise' init)."""
+        raise NotImplementedError(f"{type(self).__name__} has no encoder")
+
+    def has_encoder(self) -> bool:
+        return type(self).encode is not Codec.encode
+
+
+class Task:
+    """What a teacher is evaluated and trained on: real data and the evaluator of its metrics.
+    ``exact_metrics``: the metrics its evaluator computes from sample tokens (see :class:`Evaluator`)."""
+    exact_metrics: ClassVar[tuple[str, ...]] = ()
 
     def dataset(self) -> Optional[tuple[Tensor, Tensor]]:
         """Real ``(tokens [N, L], conditions [N])`` for pre-training and GAN heads; None if data-free."""
@@ -98,15 +143,30 @@ class Teacher(Plugin):
         """Feature extractor and reference data for metrics, if the teacher has one."""
         return None
 
-    def save_pretrained(self, network: nn.Module, path: str) -> None:
+
+class Teacher(TeacherModel, Codec, Task):
+    """A frozen masked diffusion model plus everything around it: the model (:class:`TeacherModel`), its
+    codec (:class:`Codec`) and its task (:class:`Task`). Teacher plugins subclass this; every hook above has
+    a default or raises NotImplementedError naming what is missing. See examples/dimo-teacher-example."""
+
+
+class Evaluator:
+    """What metrics need from a task: features and class logits of images, and reference images.
+
+    ``exact_metrics`` names metric plugins that score sample tokens against a known distribution instead of
+    image features (the markov task); the evaluator then needs no ``features``/``reference``.
+    """
+    exact_metrics: ClassVar[tuple[str, ...]] = ()
+
+    def features(self, images: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def logits(self, images: Tensor) -> Tensor:
+        raise NotImplementedError
 
-class Evaluator(Protocol):
-    """What metrics need from a task: features and class logits of images, and reference images."""
-    def features(self, images: Tensor) -> Tensor: ...
-    def logits(self, images: Tensor) -> Tensor: ...
-    def reference(self) -> tuple[Tensor, Tensor]: ...   # (images, labels) of real data
+    def reference(self) -> tuple[Tensor, Tensor]:
+        """(images, labels) of real data."""
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -142,11 +202,17 @@ class Divergence(Plugin):
 @dataclass
 class InitSample:
     tokens: Tensor                 # [B, L] x_init
-    noise_sigma: float = 0.0       # variance-preserving embedding noise for the generator forward
+    noise_sigma: float = 0.0       # variance-preserving noise on their embeddings
+
+    def embed(self, network: nn.Module, generator: Optional[torch.Generator] = None) -> Tensor:
+        """The generator's ``inputs_embeds``: Emb(x_init) with Di[M]O's variance-preserving noise (drawn from
+        ``generator``, else the global RNG, as the official code's forward did)."""
+        from core.masking import vp_noise
+        return vp_noise(network.embed_tokens(self.tokens), self.noise_sigma, generator)
 
 
 class InitStrategy(Plugin):
-    """Builds the generator's input x_init."""
+    """Builds the generator's input x_init and the noise of its embeddings (``InitSample.embed``)."""
 
     def __call__(self, batch_size: int, teacher: Teacher, generator: Optional[torch.Generator] = None,
                  device=None) -> InitSample:

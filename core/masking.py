@@ -9,6 +9,7 @@ Two ways to draw the mask at ratio r, both supported everywhere a mask is drawn:
 """
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional
 
 import torch
@@ -39,6 +40,16 @@ def forward_mask(x0: Tensor, ratio: Tensor, mask_id: int, count: MaskCount = "ex
     """Sample x_t ~ q_{t|0}(. | x0) at per-sample mask ratios. Returns ``(x_t, mask)``."""
     mask = draw_mask(ratio.to(x0.device), x0.shape[1], count, generator)
     return torch.where(mask, torch.full_like(x0, mask_id), x0), mask
+
+
+def vp_noise(emb: torch.Tensor, sigma: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Di[M]O's variance-preserving perturbation e <- sigma n + sqrt(1 - sigma^2) e, n ~ N(0, I) (official
+    ``noise_emb_perturb``); n from ``generator`` (on its device) or, without one, from the global RNG."""
+    if sigma <= 0:
+        return emb
+    where = generator.device if generator is not None else emb.device
+    noise = torch.randn(emb.shape, generator=generator, device=where, dtype=emb.dtype).to(emb.device)
+    return sigma * noise + math.sqrt(1 - sigma ** 2) * emb
 
 
 def masked_cross_entropy(logits: Tensor, target: Tensor, mask: Tensor, label_smoothing: float = 0.0,

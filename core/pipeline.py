@@ -15,8 +15,7 @@ from core.export import load_student
 def pretrain_teacher_if_needed(resolved: dict) -> None:
     """Embedded teachers without cached weights are pre-trained with ``mdm`` first (same process)."""
     method, teacher = build_method(resolved)
-    has = getattr(teacher, "has_weights", None)
-    if not method.needs_teacher_weights or has is None or has():
+    if not method.needs_teacher_weights or teacher.has_weights():
         return
     if dist.is_main():
         print(f"dimo: no pre-trained {resolved['teacher']['name']} teacher cached; pre-training it with method=mdm")

@@ -7,7 +7,6 @@ variance-preserving Gaussian perturbation of the token embeddings, e <- sigma n 
 """
 from __future__ import annotations
 
-import math
 from typing import Literal, Optional
 
 import torch
@@ -15,18 +14,8 @@ from pydantic import Field, model_validator
 
 from core.errors import UserError
 from core.interfaces import InitSample, InitStrategy, PluginConfig
-from core.masking import draw_mask
+from core.masking import draw_mask, vp_noise  # noqa: F401  (vp_noise: re-exported for teachers)
 from registry import hookimpl
-
-
-def vp_noise(emb: torch.Tensor, sigma: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Di[M]O's variance-preserving perturbation e <- sigma n + sqrt(1 - sigma^2) e, n ~ N(0, I) (official
-    ``noise_emb_perturb``); n from ``generator`` (on its device) or, without one, from the global RNG."""
-    if sigma <= 0:
-        return emb
-    where = generator.device if generator is not None else emb.device
-    noise = torch.randn(emb.shape, generator=generator, device=where, dtype=emb.dtype).to(emb.device)
-    return sigma * noise + math.sqrt(1 - sigma ** 2) * emb
 
 
 class MixedInitConfig(PluginConfig):
@@ -54,6 +43,23 @@ class MixedInitConfig(PluginConfig):
 class MixedInit(InitStrategy):
     Config = MixedInitConfig
 
+    @classmethod
+    def check_config(cls, config: MixedInitConfig, teacher) -> None:
+        name = type(teacher).__name__
+        if config.fill == "token" and config.fill_token >= teacher.input_vocab_size():
+            raise UserError(f"init.fill_token={config.fill_token} is not an input token of teacher {name}: valid ids "
+                            f"0..{teacher.input_vocab_size() - 1} (codes 0..{teacher.vocab_size - 1}, "
+                            f"[M] {teacher.mask_id}, then class tokens if the teacher has them)")
+        if config.random_tokens == "classes":
+            try:
+                teacher.input_class_token_ids()
+            except NotImplementedError:
+                raise UserError(f"init.random_tokens=classes needs class tokens in the input vocabulary; teacher "
+                                f"{name} has none (valid here: codes, encoded_noise)") from None
+        if config.random_tokens == "encoded_noise" and not teacher.has_encoder():
+            raise UserError(f"init.random_tokens=encoded_noise needs a teacher with an encoder; {name} has none "
+                            f"(valid here: codes, classes)")
+
     def _ratio(self, batch: int, generator, device) -> torch.Tensor:
         c = self.config
         if c.r_init_range is None:
@@ -69,12 +75,11 @@ class MixedInit(InitStrategy):
         if kind == "classes":
             ids = teacher.input_class_token_ids()
             return ids[torch.randint(0, len(ids), shape, generator=generator)].to(device)
-        encode = getattr(teacher, "encode", None)
-        if encode is None:
+        if not teacher.has_encoder():
             raise UserError(f"init.random_tokens=encoded_noise needs a teacher with an encoder; "
                             f"{type(teacher).__name__} has none (valid here: codes, classes)")
         noise = torch.rand(batch, *teacher.image_shape, generator=generator)
-        return encode(noise).to(device)
+        return teacher.encode(noise).to(device)
 
     def __call__(self, batch_size, teacher, generator=None, device=None) -> InitSample:
         device = device or torch.device("cpu")

@@ -54,11 +54,11 @@ def clip_pixels(images: Tensor, size: int, fit: Literal["crop", "pad"] = "crop")
 
 
 def captions_of(teacher, cond: Tensor, reward: str) -> list[str]:
-    captions = getattr(teacher, "captions", None)
+    captions = teacher.captions(cond)
     if captions is None:
         raise UserError(f"reward '{reward}' scores images against text, but teacher {type(teacher).__name__} has "
                         f"no captions(cond); use it with a text-conditioned teacher (or reward 'classifier')")
-    return list(captions(cond))
+    return list(captions)
 
 
 def frozen(module: nn.Module) -> nn.Module:

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 from torch import Tensor
 
 from core.interfaces import PluginConfig, Search
-from plugins.inits import vp_noise
+from core.masking import vp_noise
 from plugins.rewards import build_rewards, total_reward, validate_rewards
 from registry import hookimpl
 

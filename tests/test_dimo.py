@@ -76,7 +76,7 @@ def test_sampling_is_reproducible_when_the_network_draws_from_the_global_rng():
     teacher = DigitsTeacher(DigitsTeacher.Config())
 
     def generate(cond, g):
-        noise = torch.randn(cond.shape[0], teacher.seq_len)       # global RNG, as noise_sigma in the network
+        noise = torch.randn(cond.shape[0], teacher.seq_len)       # global RNG, as InitSample.embed's noise
         return (noise > 0).long() + torch.randint(0, 2, (cond.shape[0], teacher.seq_len), generator=g)
 
     torch.manual_seed(1)

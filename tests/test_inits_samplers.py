@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from core.errors import UserError
+from core.masking import vp_noise
 from plugins.inits import MixedInit
 from plugins.samplers import ConfidenceSampler, HaltonSampler, RandomSampler, halton_order
 from plugins.teachers.digits import DigitsTeacher
@@ -41,10 +42,13 @@ def test_table6_control_variants(name, check):
 
 
 def test_encoded_noise_needs_an_encoder():
-    class NoEncoder:
+    from core.interfaces import PluginConfig, Teacher
+
+    class NoEncoder(Teacher):
         seq_len, vocab_size, image_shape = 4, 3, (1, 2, 2)
+    assert not NoEncoder(PluginConfig()).has_encoder() and TEACHER.has_encoder()
     with pytest.raises(UserError, match="encoded_noise"):
-        build("init", "encoded_noise")(2, NoEncoder())
+        build("init", "encoded_noise")(2, NoEncoder(PluginConfig()))
 
 
 def test_embedding_noise_is_variance_preserving():
@@ -52,7 +56,7 @@ def test_embedding_noise_is_variance_preserving():
     emb = net.embed_tokens(torch.randint(0, 17, (64, 64)))
     e = emb / emb.std()
     sigma = 0.3
-    noisy = sigma * torch.randn_like(e) + (1 - sigma ** 2) ** 0.5 * e
+    noisy = vp_noise(e, sigma)
     assert abs(noisy.std().item() - 1.0) < 0.02
 
 

@@ -203,7 +203,8 @@ def test_embedding_forward_equals_token_forward_and_noise_touches_image_tokens_o
         emb = net.embed_tokens(tokens)
         torch.testing.assert_close(net(None, cond, inputs_embeds=emb), net(tokens, cond), atol=0, rtol=0)
         torch.manual_seed(7)
-        noisy = net(tokens, cond, noise_sigma=0.3)
+        from core.interfaces import InitSample
+        noisy = net(None, cond, inputs_embeds=InitSample(tokens, noise_sigma=0.3).embed(net))
         torch.manual_seed(7)
         manual = 0.3 * torch.randn(2, L, TINY["dim"]) + math.sqrt(1 - 0.09) * emb
         torch.testing.assert_close(noisy, net(None, cond, inputs_embeds=manual))

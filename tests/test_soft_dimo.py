@@ -447,10 +447,8 @@ class TextMaskedTransformer(MaskedTransformer):
         super().__init__(seq_len, vocab_size, 1, spec)
         self.words = nn.EmbeddingBag(len(WORDS) + 1, spec.dim, mode="mean", padding_idx=0)
 
-    def forward(self, tokens, cond, *, noise_sigma=0.0, inputs_embeds=None):
+    def forward(self, tokens, cond, *, inputs_embeds=None):
         emb = self.embed_tokens(tokens) if inputs_embeds is None else inputs_embeds
-        if noise_sigma > 0:
-            emb = noise_sigma * torch.randn_like(emb) + (1 - noise_sigma ** 2) ** 0.5 * emb
         text = self.words(cond.to(emb.device).long())[:, None]
         h = self.drop(torch.cat([emb, text.to(emb.dtype)], 1) + self.pos_emb)
         return self.norm(self.blocks(h))[:, : self.seq_len] @ self.code_embeddings().t() + self.bias

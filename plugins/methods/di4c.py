@@ -69,12 +69,12 @@ class LambdaStudent(nn.Module):
         self.lam_embed = LambdaEmbedding(network.code_embeddings().shape[1], freq_dim, hidden)
 
     def forward(self, tokens: Optional[Tensor], cond: Tensor, *, lam: Optional[Tensor] = None,
-                noise_sigma: float = 0.0, inputs_embeds: Optional[Tensor] = None) -> Tensor:
+                inputs_embeds: Optional[Tensor] = None) -> Tensor:
         emb = self.network.embed_tokens(tokens) if inputs_embeds is None else inputs_embeds
         if lam is None:
             lam = torch.rand(emb.shape[0], device=emb.device)
         emb = emb + self.lam_embed(lam.to(emb.device)).to(emb.dtype)[:, None]
-        return self.network(None, cond, noise_sigma=noise_sigma, inputs_embeds=emb)
+        return self.network(None, cond, inputs_embeds=emb)
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         return self.network.embed_tokens(tokens)

@@ -47,11 +47,11 @@ class SourceMarked(nn.Module):
         self.source_token = nn.Parameter(row.detach().clone().view(-1))
 
     def forward(self, tokens: Optional[Tensor], cond: Tensor, *, source: Optional[Tensor] = None,
-                noise_sigma: float = 0.0, inputs_embeds: Optional[Tensor] = None) -> Tensor:
+                inputs_embeds: Optional[Tensor] = None) -> Tensor:
         emb = self.network.embed_tokens(tokens) if inputs_embeds is None else inputs_embeds
         if source is not None:
             emb = emb + source[..., None].to(emb.dtype) * self.source_token.to(emb.dtype)
-        return self.network(None, cond, noise_sigma=noise_sigma, inputs_embeds=emb)
+        return self.network(None, cond, inputs_embeds=emb)
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         return self.network.embed_tokens(tokens)

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from core.checkpoint import atomic_save_safetensors
+from core.interfaces import Evaluator
 
 
 class MLPClassifier(nn.Module):
@@ -26,7 +27,7 @@ class MLPClassifier(nn.Module):
         return self.head(self.body(x))
 
 
-class ClassifierEvaluator:
+class ClassifierEvaluator(Evaluator):
     """Trains the classifier on first use (held-out 20% reported as ``accuracy``) and caches it."""
 
     def __init__(self, images: Tensor, labels: Tensor, classifier: nn.Module, cache_file: Path,

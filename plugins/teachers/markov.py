@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from core.errors import UserError
-from core.interfaces import EvalData, Metric, PluginConfig, Samples
+from core.interfaces import EvalData, Evaluator, Metric, PluginConfig, Samples
 from plugins.teachers.embedded import CachedTransformerTeacher
 from plugins.teachers.transformer import TransformerSpec
 from registry import hookimpl
@@ -209,7 +209,7 @@ class MarkovTeacher(CachedTransformerTeacher):
         return ExactEvaluator(self)
 
 
-class ExactEvaluator:
+class ExactEvaluator(Evaluator):
     """The evaluator of a task whose distribution is known: no image features; metrics score the sample
     tokens against the chain (``core.evaluate.Scorer`` uses ``exact_metrics`` instead of features)."""
     exact_metrics = MarkovTeacher.exact_metrics

@@ -8,7 +8,6 @@ Layout follows MaskGIT-pytorch so that Di[M]O's choices carry over unchanged:
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -60,11 +59,8 @@ class MaskedTransformer(nn.Module):
         null = (cond < 0) | (cond >= self.num_classes)
         return torch.where(null, torch.full_like(cond, self.null_class), cond + self.vocab_size + 1)
 
-    def forward(self, tokens: Optional[Tensor], cond: Tensor, *, noise_sigma: float = 0.0,
-                inputs_embeds: Optional[Tensor] = None) -> Tensor:
+    def forward(self, tokens: Optional[Tensor], cond: Tensor, *, inputs_embeds: Optional[Tensor] = None) -> Tensor:
         emb = self.embed_tokens(tokens) if inputs_embeds is None else inputs_embeds
-        if noise_sigma > 0:   # variance-preserving perturbation of the image-token embeddings
-            emb = noise_sigma * torch.randn_like(emb) + math.sqrt(1 - noise_sigma ** 2) * emb
         cls = self.tok_emb(self.class_token(cond.to(emb.device)))[:, None]
         h = self.drop(torch.cat([emb, cls], dim=1) + self.pos_emb)
         h = self.norm(self.blocks(h))[:, : self.seq_len]

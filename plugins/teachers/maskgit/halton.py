@@ -201,13 +201,10 @@ class HaltonTransformer(nn.Module):
         cond = cond.long().reshape(-1)
         return torch.where((cond < 0) | (cond >= self.num_classes), torch.full_like(cond, self.num_classes), cond)
 
-    def forward(self, tokens: Optional[Tensor], cond: Tensor, *, noise_sigma: float = 0.0,
-                inputs_embeds: Optional[Tensor] = None) -> Tensor:
+    def forward(self, tokens: Optional[Tensor], cond: Tensor, *, inputs_embeds: Optional[Tensor] = None) -> Tensor:
         emb = self.embed_tokens(tokens) if inputs_embeds is None else inputs_embeds
         if emb.shape[1] != self.seq_len:
             raise ValueError(f"expected {self.seq_len} image tokens, got {emb.shape[1]}")
-        if noise_sigma > 0:   # Di[M]O's variance-preserving perturbation, before the positions
-            emb = noise_sigma * torch.randn_like(emb) + math.sqrt(1 - noise_sigma ** 2) * emb
         y = self.cls_emb(self.class_index(cond.to(emb.device)))
         x = emb + self.pos_emb.weight
         if self.registers:

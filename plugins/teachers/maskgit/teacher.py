@@ -98,14 +98,14 @@ class VQTeacher(Teacher):
         """The official state dict -> this network's (identity unless a subclass renames or folds keys)."""
         return state
 
-    def transformer_path(self) -> Path:
+    def checkpoint_path(self) -> Path:
         name = self.config.transformer_file or self.default_transformer_file()
         return locate(self.config.checkpoint, name, "teacher.checkpoint")
 
     def build_network(self, load_weights: bool = True):
         net = self.new_network()
         if load_weights:
-            path = self.transformer_path()
+            path = self.checkpoint_path()
             load_strict(net, self.official_state(strip_prefixes(read_state_dict(path))), path, "teacher.checkpoint")
         return net
 

@@ -16,7 +16,6 @@ no mass on [M] (it is never a training target), so this changes teacher probabil
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -138,19 +137,15 @@ class MaskTransformer(nn.Module):
         null = (cond < 0) | (cond >= self.num_classes)
         return torch.where(null, torch.full_like(cond, self.null_class), cond + self.codebook_size + 1)
 
-    def forward(self, tokens: Optional[Tensor], cond: Tensor, *, noise_sigma: float = 0.0,
-                inputs_embeds: Optional[Tensor] = None) -> Tensor:
+    def forward(self, tokens: Optional[Tensor], cond: Tensor, *, inputs_embeds: Optional[Tensor] = None) -> Tensor:
         """Logits ``[B, L, V]`` over the real codes (``[B, L, V+1]`` with ``include_mask_logit``).
 
-        ``noise_sigma``: Di[M]O's variance-preserving perturbation ``e <- s n + sqrt(1 - s^2) e`` of the
-        L image-token embeddings (not the class token), before the positions are added (official code).
-        ``inputs_embeds`` ``[B, L, D]`` replaces the image-token lookup (soft embeddings, TTEO).
+        ``inputs_embeds`` ``[B, L, D]`` replaces the image-token lookup: Di[M]O's perturbed embeddings of the L
+        image tokens (not the class token), before the positions are added (official code), soft embeddings.
         """
         emb = self.embed_tokens(tokens) if inputs_embeds is None else inputs_embeds
         if emb.shape[1] != self.seq_len:
             raise ValueError(f"expected {self.seq_len} image tokens, got {emb.shape[1]}")
-        if noise_sigma > 0:
-            emb = noise_sigma * torch.randn_like(emb) + math.sqrt(1 - noise_sigma ** 2) * emb
         cls = self.tok_emb(self.class_token(cond.to(emb.device)))[:, None]
         x = torch.cat([emb, cls.to(emb.dtype)], dim=1) + self.pos_emb
         x = self.last_layer(self.transformer(self.first_layer(x)))[:, : self.seq_len]
