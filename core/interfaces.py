@@ -46,8 +46,12 @@ class MaskedNetwork(Protocol):
     """A bidirectional masked-token network (MaskGit-style), the shape of teacher, generator and aux.
 
     ``inputs_embeds`` ``[B, L, D]`` replaces the token-embedding lookup ``embed_tokens(tokens)``: the init
-    strategy's perturbed embeddings (Di[M]O's generator input, ``InitSample.embed``), soft embeddings, TTEO.
+    strategy's perturbed embeddings (Di[M]O's generator input, ``InitSample.logits``), soft embeddings, TTEO.
+    Networks whose official Di[M]O code perturbs a later activation (Meissonic, aMUSEd: the output of the
+    embedding's RMSNorm and conv) set ``noise_inside = True`` and take ``noise_sigma``, applied there with
+    ``core.masking.vp_noise``.
     """
+    noise_inside: ClassVar[bool] = False
 
     def __call__(self, tokens: Optional[Tensor], cond: Any, *, inputs_embeds: Optional[Tensor] = None) -> Tensor: ...
 
@@ -209,6 +213,13 @@ class InitSample:
         ``generator``, else the global RNG, as the official code's forward did)."""
         from core.masking import vp_noise
         return vp_noise(network.embed_tokens(self.tokens), self.noise_sigma, generator)
+
+    def logits(self, network: nn.Module, cond: Tensor) -> Tensor:
+        """The generator's logits on x_init, the noise at the network's site (``MaskedNetwork.noise_inside``:
+        an optional protocol attribute, hence the getattr)."""
+        if getattr(network, "noise_inside", False):
+            return network(self.tokens, cond, noise_sigma=self.noise_sigma)
+        return network(None, cond, inputs_embeds=self.embed(network))
 
 
 class InitStrategy(Plugin):

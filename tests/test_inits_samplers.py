@@ -88,3 +88,23 @@ def test_halton_order_is_a_permutation_that_spreads_out():
 def test_sampler_rejects_unknown_schedule():
     with pytest.raises(Exception, match="did you mean|Did you mean"):
         RandomSampler.Config(schedule="arcos")
+
+
+def test_init_logits_put_the_noise_where_the_network_declares_it():
+    from core.interfaces import InitSample
+    net = MaskedTransformer(64, 17, 10, TransformerSpec(dim=32, depth=1, heads=2, dropout=0.0)).eval()
+    init, cond = InitSample(torch.randint(0, 17, (3, 64)), noise_sigma=0.3), torch.arange(3)
+    torch.manual_seed(0)
+    outside = init.logits(net, cond)                    # default: on embed_tokens, through inputs_embeds
+    torch.manual_seed(0)
+    assert torch.equal(outside, net(None, cond, inputs_embeds=vp_noise(net.embed_tokens(init.tokens), 0.3)))
+
+    class Inside(torch.nn.Module):                        # e.g. Meissonic: noise after its own embedding layers
+        noise_inside = True
+
+        def forward(self, tokens, cond, *, noise_sigma=0.0, inputs_embeds=None):
+            self.seen = (tokens, noise_sigma, inputs_embeds)
+            return torch.zeros(())
+    inside = Inside()
+    init.logits(inside, cond)
+    assert inside.seen[0] is init.tokens and inside.seen[1] == 0.3 and inside.seen[2] is None

@@ -81,7 +81,7 @@ class DiMO(Method):
     def one_step_logits(self, generator, batch: int, device, rng=None):
         cond = self.teacher.sample_conditions(batch, rng).to(device)
         init = self.plugins["init"](batch, self.teacher, rng, device)
-        return generator(None, cond, inputs_embeds=init.embed(generator)), cond
+        return init.logits(generator, cond), cond
 
     def sample_tokens(self, logits, temperature: float, rng=None):
         probs = (logits.detach().float() / temperature).softmax(-1)
@@ -160,7 +160,7 @@ class DiMO(Method):
     def generate(self, network, cond, generator=None, temperature: Optional[float] = None, **kwargs):
         device = next(network.parameters()).device
         init = self.plugins["init"](cond.shape[0], self.teacher, generator, device)
-        logits = network(None, cond.to(device), inputs_embeds=init.embed(network))
+        logits = init.logits(network, cond.to(device))
         return self.sample_tokens(logits, temperature or self.config.sample_temperature, generator)
 
 

@@ -48,7 +48,7 @@ class OneStepKD(Method):
         with torch.no_grad():
             target = guided_logits(ctx.models["teacher"], init.tokens, cond, self.teacher.null_condition(cond),
                                    self.config.cfg_scale).log_softmax(-1)
-        logits = ctx.models["generator"](None, cond, inputs_embeds=init.embed(ctx.models["generator"])).log_softmax(-1)
+        logits = init.logits(ctx.models["generator"], cond).log_softmax(-1)
         loss = F.kl_div(logits, target, log_target=True, reduction="batchmean") / logits.shape[1]
         ctx.update("generator", loss)
         return {"kd_loss": loss.item()}
@@ -57,7 +57,7 @@ class OneStepKD(Method):
     def generate(self, network, cond, generator=None, steps: Optional[int] = None, **kwargs):
         device = next(network.parameters()).device
         init = self.plugins["init"](cond.shape[0], self.teacher, generator, device)
-        logits = network(None, cond.to(device), inputs_embeds=init.embed(network))
+        logits = init.logits(network, cond.to(device))
         probs = (logits / self.config.temperature).softmax(-1)
         return torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(probs.shape[:-1])
 

@@ -46,6 +46,7 @@ class AmusedNetwork(UVit2DModel):
     text: Optional[TextConditioner] = None
     side: int = 0
     micro: tuple = (256, 256, 0, 0, 6.0)
+    noise_inside = True   # Di[M]O's noise on the output of embed (RMSNorm + conv), as for Meissonic
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         return self.embed.embeddings(tokens.reshape(tokens.shape[0], -1))

@@ -60,6 +60,7 @@ class MeissonicNetwork(MeissonicTransformer):
     side: int = 64
     micro: tuple = (1024, 1024, 0, 0, 6.0)
     timestep: float = 0.0
+    noise_inside = True   # Di[M]O's noise on the output of embed (RMSNorm + conv), as the official code
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         return self.embed.embeddings(tokens.reshape(tokens.shape[0], -1))
