@@ -61,6 +61,24 @@ class PromptsConfig(PluginConfig):
         return v
 
 
+class TextToImageConfig(PluginConfig):
+    """Options every prompt-conditioned teacher shares: its prompt set and its evaluation."""
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="the prompt set conditions index")
+    eval_metrics: list[str] = Field(["clip_score"], description="text-to-image metrics of the evaluation: "
+                                                                "clip_score, hps (HPS v2.1 per style)")
+    eval_clip: str = Field("openai/clip-vit-large-patch14", description="CLIPModel folder or hub id of clip_score")
+    eval_hps: str = Field("xswu/HPSv2", description="HPS v2.1 weights (file, folder or hub id) of the hps metric")
+
+    @field_validator("eval_metrics")
+    @classmethod
+    def _text_metrics(cls, v: list[str]) -> list[str]:
+        valid = ("clip_score", "hps")
+        bad = [m for m in v if m not in valid]
+        if bad or not v:
+            raise ValueError(f"{bad or v} not text-to-image metrics; valid: {', '.join(valid)}")
+        return v
+
+
 @dataclass
 class PromptSet:
     """Prompts ``0..N-1`` and the null/negative prompt at index ``N``; ``styles[i]`` groups prompts (HPS)."""

@@ -234,10 +234,28 @@ def tiny_clip_reward_folder(folder: Path) -> Path:
     return folder
 
 
+def test_clip_score_evaluation_scores_samples_against_their_prompts(folder, tmp_path):
+    from core.interfaces import EvalData, Samples
+    from plugins.rewards import HFClipReward
+    from registry.registry import build
+    clip = tiny_clip_reward_folder(tmp_path / "clip")
+    t = teacher_for(folder, eval_clip=str(clip))
+    ev = t.evaluator()
+    assert ev.exact_metrics == ("clip_score",) and ev.captions(torch.tensor([1])) == [BUILTIN_PROMPTS[1]]
+    labels = torch.arange(t.num_classes)
+    images = t.decode(torch.randint(0, CODES, (len(labels), SIDE * SIDE)))
+    got = build("metric", "clip_score", {"batch_size": 3}).compute(EvalData(None, None, samples=Samples(images, labels),
+                                                                           evaluator=ev))
+    cos = HFClipReward(HFClipReward.Config(model=str(clip)))(images, labels, t)
+    assert got["clip_score"] == pytest.approx(float(100 * cos.clamp(min=0).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="not text-to-image metrics"):
+        AmusedTeacher.Config(checkpoint=str(folder), eval_metrics=["fid"])
+
+
 def run_dimo(tmp_path, folder, method, zero, *extra):
     args = [sys.executable, "-m", "core.run", f"method={method}", "teacher=amused", f"teacher.checkpoint={folder}",
             "trainer.steps=2", "trainer.batch_size=4", f"trainer.zero_stage={zero}", "trainer.wandb=disabled",
-            "trainer.progress=false", "eval.enabled=false", f"trainer.output_dir={tmp_path / 'run'}",
+            "trainer.progress=false", f"trainer.output_dir={tmp_path / 'run'}",
             "trainer.checkpoint_every=1000", *extra]
     env = clean_env({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -252,9 +270,14 @@ def run_dimo(tmp_path, folder, method, zero, *extra):
 def test_core_run_dimo_and_soft_dimo_on_amused(tmp_path, folder, zero):
     """``python -m core.run method=dimo|soft_dimo teacher=amused`` through the real engine (ZeRO 0 and 2),
     Soft-Di[M]O with a CLIP reward through decode_soft, initialised from the Di[M]O student."""
-    dimo_run = run_dimo(tmp_path / "dimo", folder, "dimo", zero)
     clip = tiny_clip_reward_folder(tmp_path / "clip")
+    # Di[M]O with the text-to-image evaluation: teacher at 2 steps and student at 1, CLIP score per prompt
+    dimo_run = run_dimo(tmp_path / "dimo", folder, "dimo", zero, "eval.samples_per_class=1", "eval.teacher_steps=[2]",
+                        f"teacher.eval_clip={clip}")
+    rows = json.loads((dimo_run / "results.json").read_text())["rows"]
+    assert [(r["model"], r["steps"]) for r in rows] == [("teacher", 2), ("student", 1)]
+    assert all(0 <= r["clip_score"] <= 100 for r in rows)
     soft_run = run_dimo(tmp_path / "soft", folder, "soft_dimo", zero, f"method.init_from={dimo_run}",
-                        f"method.rewards=[{{name: clip, weight: 1.0, model: {clip}}}]")
+                        f"method.rewards=[{{name: clip, weight: 1.0, model: {clip}}}]", "eval.enabled=false")
     metrics = [json.loads(l) for l in (soft_run / "metrics.jsonl").read_text().splitlines() if l.strip()]
     assert any("reward" in m for m in metrics), metrics

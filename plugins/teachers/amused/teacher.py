@@ -30,9 +30,9 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from core.errors import UserError
-from core.interfaces import PluginConfig, Teacher
+from core.interfaces import Teacher
 from plugins.inits import vp_noise
-from plugins.prompts import PromptsConfig, TextConditioner, load_prompts
+from plugins.prompts import TextConditioner, TextToImageConfig, load_prompts
 from plugins.teachers.amused.loading import diffusers_model, read_json, transformers_model
 from plugins.teachers.amused.recipes import DIMO_RECIPE, SOFT_DIMO_RECIPE
 
@@ -89,11 +89,10 @@ class AmusedNetwork(UVit2DModel):
         return logits.flatten(2).transpose(1, 2)   # [B, V, H, W] -> [B, L, V], row-major like the token grid
 
 
-class AmusedConfig(PluginConfig):
+class AmusedConfig(TextToImageConfig):
     checkpoint: str = Field(HUB_ID, description="aMUSEd folder or hub id (amused/amused-256, amused/amused-512) "
                                                 "with transformer/, vqvae/, text_encoder/, tokenizer/")
     variant: Optional[str] = Field(None, description="weights variant, e.g. fp16 (*.fp16.safetensors files)")
-    prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="the prompt set conditions index")
     aesthetic_score: float = Field(6.0, description="micro-condition (AmusedPipeline default 6)")
     crop_coord: tuple[int, int] = Field((0, 0), description="micro-condition crop coordinates (pipeline: 0, 0)")
 
@@ -127,6 +126,12 @@ class AmusedTeacher(Teacher):
 
     def captions(self, cond: Tensor) -> list[str]:
         return self.prompt_set.texts(cond)
+
+    def evaluator(self):
+        """Per-prompt samples scored against their prompts (plugins/t2i_metrics.py)."""
+        from plugins.t2i_metrics import TextImageEvaluator
+        c = self.config
+        return TextImageEvaluator(self.prompt_set, tuple(c.eval_metrics), c.eval_clip, c.eval_hps)
 
     def text_conditioner(self) -> TextConditioner:
         """Penultimate CLIP hidden states and projected text_embeds, as AmusedPipeline encodes prompts."""

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from core.checkpoint import load_state_checked
 from core.errors import UserError
-from core.interfaces import PluginConfig, Teacher
-from plugins.prompts import PromptsConfig, TextConditioner, load_prompts
+from core.interfaces import Teacher
+from plugins.prompts import TextConditioner, TextToImageConfig, load_prompts
 from plugins.teachers.amused.loading import read_json, read_safetensors
 from plugins.teachers.maskgen.network import MaskGenArch, MaskGenNetwork, TATiTokArch, TATiTokVQ, fold_tied_head
 from plugins.teachers.maskgen.recipes import DIMO_RECIPE, SOFT_DIMO_RECIPE
@@ -64,14 +64,13 @@ def config_of(spec: str, field: str, sibling_name: str) -> dict:
     return read_json(spec, "config.json", field)
 
 
-class MaskGenConfig(PluginConfig):
+class MaskGenConfig(TextToImageConfig):
     checkpoint: str = Field(GENERATOR_HUB_ID, description="MaskGen-VQ generator: folder or hub id with config.json + "
                                                           "model.safetensors (turkeyju/generator_maskgen_vq_{l,xl}), "
                                                           "or a weights file with its config beside it")
     tokenizer: str = Field(TOKENIZER_HUB_ID, description="TA-TiTok VQ tokenizer: folder, hub id or weights file")
     clip_arch: str = Field("ViT-L-14-336", description="open_clip text tower, or a .json open_clip model config")
     clip_pretrained: Optional[str] = Field("openai", description="open_clip pretrained tag or a local weights file")
-    prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="the prompt set conditions index")
     aesthetic_score: float = Field(6.5, description="aesthetic micro-condition (official sample_aesthetic_score 6.5)")
     tokenizer_arch: Optional[TATiTokArch] = Field(None, description="explicit TA-TiTok decoder shape; overrides the "
                                                                     "size table of the tokenizer's config (tiny tests)")
@@ -104,6 +103,12 @@ class MaskGenTeacher(Teacher):
 
     def captions(self, cond: Tensor) -> list[str]:
         return self.prompt_set.texts(cond)
+
+    def evaluator(self):
+        """Per-prompt samples scored against their prompts (plugins/t2i_metrics.py)."""
+        from plugins.t2i_metrics import TextImageEvaluator
+        c = self.config
+        return TextImageEvaluator(self.prompt_set, tuple(c.eval_metrics), c.eval_clip, c.eval_hps)
 
     def clip(self):
         import open_clip

@@ -1,0 +1,93 @@
+"""Text-to-image evaluation: the evaluator of prompt-conditioned teachers and its metrics.
+
+Samples are drawn per prompt (the condition is a prompt index, plugins/prompts.py); the metrics score decoded
+images against their prompts, so the evaluator declares them as ``exact_metrics`` (scored from the samples, no
+real-image features):
+
+* ``clip_score``: 100 * max(cos(image, prompt), 0) averaged over samples (torchmetrics' CLIPScore definition), with
+  a transformers ``CLIPModel`` (``teacher.eval_clip``; default openai/clip-vit-large-patch14);
+* ``hps``: HPS v2.1 (x100, as the paper's Table 3) overall and per HPS v2 style (``hps_anime``, ... when the prompt
+  set is ``hpsv2``; ``hps`` is then the mean of the style means, as the benchmark averages).
+
+Both reuse the differentiable reward models of plugins/rewards.py (same preprocessing, same weights), so a
+missing model file is the same clear error naming the file.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from core.interfaces import EvalData, Evaluator, Metric, PluginConfig
+from plugins.prompts import HPS_STYLES
+from registry import hookimpl
+
+TEXT_METRICS = ("clip_score", "hps")
+
+
+class TextImageEvaluator(Evaluator):
+    """Prompts of the teacher's prompt set and the model specs its metrics use."""
+
+    def __init__(self, prompt_set, metrics: tuple[str, ...] = ("clip_score",),
+                 clip_model: str = "openai/clip-vit-large-patch14", hps_checkpoint: str = "xswu/HPSv2"):
+        self.prompt_set = prompt_set
+        self.exact_metrics = tuple(metrics)
+        self.clip_model, self.hps_checkpoint = clip_model, hps_checkpoint
+
+    def captions(self, cond: Tensor) -> list[str]:
+        return self.prompt_set.texts(cond)
+
+    def styles(self, cond: Tensor) -> Optional[list[str]]:
+        if not self.prompt_set.styles:
+            return None
+        return [self.prompt_set.styles[int(i)] for i in cond.reshape(-1).tolist()]
+
+
+def _scores(reward, data: EvalData, batch: int) -> Tensor:
+    """The reward model's per-sample score of the sample images against their prompts, in batches."""
+    images, labels = data.samples.images, data.samples.labels
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(labels), batch):
+            out.append(reward(images[i: i + batch].to(device), labels[i: i + batch], data.evaluator).float().cpu())
+    return torch.cat(out)
+
+
+class ClipScore(Metric):
+    class Config(PluginConfig):
+        batch_size: int = Field(32, gt=0, description="images scored together")
+
+    higher_is_better = {"clip_score": True}
+
+    def compute(self, data: EvalData) -> dict[str, float]:
+        from plugins.rewards import HFClipReward
+        reward = HFClipReward(HFClipReward.Config(model=data.evaluator.clip_model))
+        cos = _scores(reward, data, self.config.batch_size)
+        return {"clip_score": float(100 * cos.clamp(min=0).mean())}
+
+
+class HPSv21(Metric):
+    class Config(PluginConfig):
+        batch_size: int = Field(16, gt=0, description="images scored together")
+
+    higher_is_better = {"hps": True, **{f"hps_{s}": True for s in HPS_STYLES}}
+
+    def compute(self, data: EvalData) -> dict[str, float]:
+        from plugins.rewards import HPSReward
+        reward = HPSReward(HPSReward.Config(checkpoint=data.evaluator.hps_checkpoint))
+        score = 100 * _scores(reward, data, self.config.batch_size)
+        styles = data.evaluator.styles(data.samples.labels)
+        if not styles:
+            return {"hps": float(score.mean())}
+        out = {f"hps_{s}": float(score[[x == s for x in styles]].mean()) for s in dict.fromkeys(styles)}
+        out["hps"] = sum(out.values()) / len(out)
+        return out
+
+
+@hookimpl
+def dimo_register(register):
+    register("metric", "clip_score", ClipScore)
+    register("metric", "hps", HPSv21)
