@@ -304,3 +304,18 @@ def test_the_imagenet_maskbit_suite_holds_the_rows_table1_reports():
     assert named <= ids, named - ids
     lines = beside(TABLE1_MASKBIT, Path("/nonexistent"))
     assert len(lines) == 2 + len(TABLE1_MASKBIT.rows) and "| 1.66 |  |" in lines[2]
+
+
+def test_the_imagenet_evaluation_cli_streams_the_maskbit_teacher(folder, tmp_path, tmp_path_factory):
+    """MaskGit's ImageNet evaluation hooks (streamed Inception features, IS/FID) run the maskbit teacher."""
+    from plugins.teachers.maskgit.evaluation import main
+    from test_maskgit import inception_file
+    weights = inception_file.__wrapped__(tmp_path_factory)
+    out = tmp_path / "fid.json"
+    args = ["fid", "model=teacher", "steps=2", "samples_per_class=1", "batch_size=10", "device=cpu", f"out={out}",
+            f"inception_weights={weights}"]
+    args += [a for a in engine_args(folder, tmp_path) if a.startswith("teacher")]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == CLASSES and result["model"] == "teacher@2" and math.isfinite(result["is"])
+    assert result["config"]["sampler"]["name"] == "maskbit"
