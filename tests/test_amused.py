@@ -281,3 +281,12 @@ def test_core_run_dimo_and_soft_dimo_on_amused(tmp_path, folder, zero):
                         f"method.rewards=[{{name: clip, weight: 1.0, model: {clip}}}]", "eval.enabled=false")
     metrics = [json.loads(l) for l in (soft_run / "metrics.jsonl").read_text().splitlines() if l.strip()]
     assert any("reward" in m for m in metrics), metrics
+    if zero == 0:   # TTEO with multi-start on the Soft-Di[M]O student (rewards: the run's CLIP reward)
+        out = tmp_path / "tteo.png"
+        proc = subprocess.run([sys.executable, "-m", "core.run", "generate", f"checkpoint={soft_run}", "n=1",
+                               "tteo.seeds=2", "tteo.iters=1", "tteo.batch_size=4", f"out={out}"], cwd=ROOT,
+                              env=clean_env({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}), capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        record = json.loads(out.with_suffix(".tteo.json").read_text())
+        assert record["conditions"] == len(BUILTIN_PROMPTS) and out.is_file()
