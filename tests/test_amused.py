@@ -290,3 +290,10 @@ def test_core_run_dimo_and_soft_dimo_on_amused(tmp_path, folder, zero):
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
         record = json.loads(out.with_suffix(".tteo.json").read_text())
         assert record["conditions"] == len(BUILTIN_PROMPTS) and out.is_file()
+
+
+def test_bf16_weights_take_the_fp32_text_cache(folder):
+    """DeepSpeed's bf16 mode casts the trainable copies' weights: the shared fp32 text cache must still fit."""
+    net = teacher_for(folder).build_network().to(torch.bfloat16)
+    out = net(torch.randint(0, CODES, (2, SIDE * SIDE)), torch.tensor([0, 1]), noise_sigma=0.1)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()

@@ -175,3 +175,9 @@ def test_core_run_dimo_and_soft_dimo_on_maskgen(tmp_path, zero):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     metrics = [json.loads(l) for l in (tmp_path / "soft" / "metrics.jsonl").read_text().splitlines() if l.strip()]
     assert any("reward" in m for m in metrics)
+
+
+def test_bf16_weights_take_the_fp32_text_cache(tmp_path):
+    net = teacher_at(tmp_path).build_network().to(torch.bfloat16)
+    out = net(torch.randint(0, 17, (2, 8)), torch.tensor([0, 2]), noise_sigma=0.1)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()

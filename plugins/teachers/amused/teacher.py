@@ -62,7 +62,8 @@ class AmusedNetwork(UVit2DModel):
         if self.text is None:
             raise RuntimeError("AmusedNetwork has no text conditioner; build it with AmusedTeacher.build_network")
         out = self.text(cond)
-        hidden, pooled = out["hidden"], out["pooled"]
+        dtype = self.encoder_proj.weight.dtype   # the cache is fp32; bf16-weight engines need their dtype
+        hidden, pooled = out["hidden"].to(dtype), out["pooled"].to(dtype)
         micro = torch.tensor(self.micro, device=hidden.device, dtype=hidden.dtype).expand(cond.shape[0], -1)
         return hidden, pooled, micro
 

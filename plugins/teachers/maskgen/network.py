@@ -116,8 +116,9 @@ class MaskGenNetwork(nn.Module):
         if self.text is None:
             raise RuntimeError("MaskGenNetwork has no text conditioner; build it with MaskGenTeacher.build_network")
         text = self.text(cond.to(emb.device))
+        dtype = self.text_embed_proj.weight.dtype   # the cache is fp32; bf16-weight engines need their dtype
         aesthetic = torch.full((emb.shape[0],), self.aesthetic_score, device=emb.device)
-        return self.run(emb, text["hidden"], text["pooled"], aesthetic)
+        return self.run(emb.to(dtype), text["hidden"].to(dtype), text["pooled"].to(dtype), aesthetic)
 
 
 # ---------------------------------------------------------------------------------------------------
