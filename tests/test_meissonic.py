@@ -187,3 +187,13 @@ def test_methods_train_through_the_engine_on_meissonic(folder, tmp_path, method,
     m, teacher, net, _ = load_student(str(tmp_path / "run"))
     tokens = m.generate(net, torch.tensor([0, 1]), torch.Generator().manual_seed(0))
     assert tokens.shape == (2, SIDE * SIDE) and (tokens < CODES).all()
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_soft_dimo_gan_with_gradient_checkpointing_through_the_iteration_benchmark(tmp_path, stage):
+    """The GAN loss runs the trunk discriminator with its parameters frozen for that forward only; checkpointed
+    blocks must recompute the same graph in the backward (they replay the flags). Runs the benchmark's own code."""
+    from plugins.teachers.meissonic.benchmark import measure, random_folder
+    folder, resolution = random_folder(tmp_path / "random", "tiny")
+    row = measure(folder, resolution, "soft_dimo", 2, True, stage, 1, "cpu")
+    assert row["zero_stage"] == stage and math.isfinite(row["seconds_per_iter"]) and row["seconds_per_iter"] > 0

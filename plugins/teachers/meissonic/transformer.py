@@ -106,9 +106,23 @@ class MeissonicTransformer(ModelMixin, ConfigMixin):
         self.gradient_checkpointing = False
 
     def _block(self, block, *args):
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+        if not (self.gradient_checkpointing and torch.is_grad_enabled()):
+            return block(*args)
+        # The recomputation must build the graph the forward built: a caller may have frozen parameters only for
+        # this forward (Soft-Di[M]O's generator loss through the discriminator trunk), so their flags are replayed.
+        flags = [p.requires_grad for p in block.parameters()]
+
+        def replay(*inputs):
+            params = list(block.parameters())
+            now = [p.requires_grad for p in params]
+            for p, flag in zip(params, flags):
+                p.requires_grad_(flag)
+            try:
+                return block(*inputs)
+            finally:
+                for p, flag in zip(params, now):
+                    p.requires_grad_(flag)
+        return checkpoint(replay, *args, use_reentrant=False)
 
     def transformer(self, embedded: Tensor, encoder_hidden_states: Tensor, pooled_projections: Tensor,
                     timestep: Tensor, micro_conds: Tensor) -> Tensor:
