@@ -76,8 +76,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(name: str, batch: int, iters: int, warmup: int, device: torch.device) -> dict:
-    resolved = resolve([f"method={name}", "teacher=maskgit", f"trainer.batch_size={batch}"])
+def build_step(name: str, batch: int, device: torch.device, size_args=()):
+    """One ``train_step`` of method ``name`` on MaskGit with random weights and plain torch Adam; returns
+    ``step(i)`` and a ``cleanup()`` that frees the models."""
+    resolved = resolve([f"method={name}", "teacher=maskgit", f"trainer.batch_size={batch}", *size_args])
     method, teacher = build_method(resolved)
     torch.manual_seed(0)
     teacher_net = None
@@ -92,6 +94,20 @@ def measure(name: str, batch: int, iters: int, warmup: int, device: torch.device
             torch.randint(0, teacher.num_classes, (batch,), device=device))
     step = lambda i: method.train_step(StepContext(step=i, models=models, update=update, device=device,
                                                    autocast=autocast, batch=data if method.needs_data else None))
+    step.params = sum(p.numel() for p in roles[method.student_role].module.parameters())
+    step.config = {k: resolved[k] for k in ("method", "teacher")}
+
+    def cleanup():
+        models.clear()
+        roles.clear()
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return step, cleanup
+
+
+def measure(name: str, batch: int, iters: int, warmup: int, device: torch.device, size_args=()) -> dict:
+    step, cleanup = build_step(name, batch, device, size_args)
     for i in range(warmup):   # allocator, kernels, optimizer state
         step(i)
     sync(device)
@@ -104,13 +120,11 @@ def measure(name: str, batch: int, iters: int, warmup: int, device: torch.device
         sync(device)
         seconds = (time.perf_counter() - t0) / iters
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else rss.peak
-    params = sum(p.numel() for p in roles[method.student_role].module.parameters())
-    del method, roles, models, teacher_net
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    params, config = step.params, step.config
+    del step
+    cleanup()
     return {"seconds": seconds, "peak_memory_gb": peak / 2 ** 30, "student_params_m": params / 1e6,
-            "config": {k: resolved[k] for k in ("method", "teacher")}}
+            "config": config}
 
 
 def main(argv=None) -> dict:

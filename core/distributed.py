@@ -32,6 +32,16 @@ def init(device_pref: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def compute_device(pref: str = "auto") -> torch.device:
+    """Where evaluation and generation run: this process's GPU when there is one (no process group needed)."""
+    if pref == "cuda" and not torch.cuda.is_available():
+        from core.errors import UserError
+        raise UserError("device=cuda but no CUDA device is available; valid choices here: auto, cpu")
+    if pref != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
 def rank() -> int:
     return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
