@@ -319,3 +319,11 @@ def test_the_imagenet_evaluation_cli_streams_the_maskbit_teacher(folder, tmp_pat
     result = json.loads(out.read_text())
     assert result["n"] == CLASSES and result["model"] == "teacher@2" and math.isfinite(result["is"])
     assert result["config"]["sampler"]["name"] == "maskbit"
+
+
+def test_iteration_benchmark_smoke_run(tmp_path):
+    """The GPU measurement script at tiny size: random released-layout files, Soft-Di[M]O's GAN on their codes."""
+    from plugins.teachers.maskbit.benchmark import TINY as BENCH_TINY, measure, random_files
+    args = BENCH_TINY + random_files(tmp_path, BENCH_TINY)
+    row = measure(args, "soft_dimo", 4, 0, 1, "cpu")
+    assert row["batch"] == 4 and math.isfinite(row["seconds_per_iter"]) and row["seconds_per_iter"] > 0

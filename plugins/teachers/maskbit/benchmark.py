@@ -1,0 +1,102 @@
+"""Seconds per iteration and peak memory of Di[M]O and Soft-Di[M]O on MaskBit through the real engine
+(core.engine.Trainer, the code path of ``python -m core.run``), at the released size with random weights.
+
+Grid: method (dimo, soft_dimo) x batch (one process) x ZeRO stage. The random files have the released shapes
+(LFQBert 305M, VQGAN+ tokenizer 55M, 14 bits); Soft-Di[M]O's GAN head reads random LFQ codes through
+``teacher.data``.
+
+    python -m plugins.teachers.maskbit.benchmark                                   # GPU: batches 32, 64; ZeRO 0, 2, 3
+    python -m plugins.teachers.maskbit.benchmark --size tiny --batches 4 --stages 0 # CPU smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from core.config import resolve
+from core.engine import Trainer
+
+TINY = ["teacher.bits=6", "teacher.resolution=64", "teacher.num_classes=10", "teacher.arch.dim=32",
+        "teacher.arch.depth=2", "teacher.arch.heads=4", "teacher.arch.mlp_dim=64",
+        "teacher.tokenizer_arch.hidden_channels=32", "teacher.tokenizer_arch.channel_mult=[1,1,1,1,1]",
+        "teacher.tokenizer_arch.num_res_blocks=1"]
+
+
+def random_files(folder: Path, size_args: list[str]) -> list[str]:
+    """Random generator and tokenizer files in the released layout, and random codes as ``teacher.data``;
+    returns the teacher arguments that point at them."""
+    from core.engine import build_method
+    _, teacher = build_method(resolve(["method=dimo", "teacher=maskbit", *size_args]))
+    torch.manual_seed(0)
+    bits = teacher.config.bits
+    teacher.save_pretrained(teacher.new_network(), folder / f"maskbit_generator_{bits}bit.bin")
+    from plugins.teachers.maskbit.tokenizer import ConvVQModel
+    torch.save(ConvVQModel(teacher.config.tokenizer_arch, bits).state_dict(), folder / f"maskbit_tokenizer_{bits}bit.bin")
+    g = torch.Generator().manual_seed(0)
+    save_file({"tokens": torch.randint(0, 2 ** bits, (256, teacher.positions), generator=g),
+               "labels": torch.randint(0, teacher.num_classes, (256,), generator=g)}, str(folder / "codes.safetensors"))
+    return [f"teacher.checkpoint={folder}", f"teacher.tokenizer={folder}", f"teacher.data={folder / 'codes.safetensors'}"]
+
+
+def measure(teacher_args: list[str], method: str, batch: int, stage: int, iters: int, device: str) -> dict:
+    steps = 2 * iters   # the first window warms up (allocator, kernels); the second is measured
+    with tempfile.TemporaryDirectory(prefix="dimo-maskbit-bench-") as out:
+        cfg = resolve([f"method={method}", "teacher=maskbit", *teacher_args, f"trainer.batch_size={batch}",
+                       f"trainer.steps={steps}", f"trainer.log_every={iters}", f"trainer.zero_stage={stage}",
+                       f"trainer.device={device}", "trainer.wandb=disabled", "trainer.progress=false",
+                       "eval.enabled=false", f"trainer.output_dir={out}", "trainer.resume=never"])
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        result = Trainer(cfg).train()
+        rate = result.history[-1]["samples_per_s"]
+        peak = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None
+        row = {"method": method, "batch": batch, "zero_stage": stage, "seconds_per_iter": batch / rate,
+               "peak_memory_gib": peak, "wall_s": time.perf_counter() - t0}
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    print(json.dumps(row))
+    return row
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=("real", "tiny"), default="real")
+    parser.add_argument("--methods", default="dimo,soft_dimo")
+    parser.add_argument("--batches", default="32,64")
+    parser.add_argument("--stages", default="0,2,3")
+    parser.add_argument("--iters", type=int, default=3, help="measured iterations (as many again warm up)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--out", default=None, help="JSON of the rows (default: maskbit_iteration_<device>.json)")
+    args = parser.parse_args(argv)
+    device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
+    size_args = TINY if args.size == "tiny" else []
+    teacher_args = size_args + random_files(Path(tempfile.mkdtemp(prefix="dimo-maskbit-random-")), size_args)
+    out = Path(args.out or f"maskbit_iteration_{device}.json")
+    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "size": args.size,
+              "torch": torch.__version__, "rows": []}
+    for method in args.methods.split(","):
+        for batch in map(int, args.batches.split(",")):
+            for stage in map(int, args.stages.split(",")):
+                try:
+                    result["rows"].append(measure(teacher_args, method, batch, stage, args.iters, device))
+                except torch.cuda.OutOfMemoryError as exc:
+                    result["rows"].append({"method": method, "batch": batch, "zero_stage": stage,
+                                           "error": f"out of memory: {str(exc)[:200]}"})
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                out.write_text(json.dumps(result, indent=1))
+    print(f"-> {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
