@@ -109,9 +109,10 @@ def test_bits_are_the_embedding_and_soft_embeddings_are_expected_bits(folder):
         soft = onehot.softmax(-1) @ net.code_embeddings()
         hard = x.clamp(max=C - 1)
         torch.testing.assert_close(net(None, cond, inputs_embeds=soft), net(hard, cond), atol=1e-5, rtol=1e-5)
-        torch.manual_seed(0)
-        noisy = net(x, cond, noise_sigma=0.3)
-    assert not torch.allclose(noisy, net(x, cond))
+        from core.interfaces import InitSample
+        noisy = InitSample(tokens=x, noise_sigma=0.3).logits(net, cond)      # Di[M]O's noise on the bits
+        assert not torch.allclose(noisy, net(x, cond))
+        torch.testing.assert_close(InitSample(tokens=x, noise_sigma=0.0).logits(net, cond), net(x, cond))
     frozen = {id(p) for p in net.frozen_parameters()}
     assert {id(net.input_proj.weight), id(net.class_emb.weight), id(net.pos_emb)} <= frozen
 

@@ -20,7 +20,6 @@ and ``inputs_embeds [B, L*G, K/G]`` is reshaped to the ``[B, L, K]`` bit input o
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -136,16 +135,13 @@ class LFQBert(nn.Module):
         cond = cond.long().reshape(-1)
         return torch.where((cond < 0) | (cond >= self.num_classes), torch.full_like(cond, self.num_classes), cond)
 
-    def forward(self, tokens: Optional[Tensor], cond: Tensor, *, noise_sigma: float = 0.0,
-                inputs_embeds: Optional[Tensor] = None) -> Tensor:
-        """Logits ``[B, L*G, C]``. ``inputs_embeds [B, L*G, K/G]`` replaces the bits of the tokens (soft
-        embeddings, TTEO); ``noise_sigma`` is Di[M]O's ``e <- s n + sqrt(1 - s^2) e`` on those bits."""
+    def forward(self, tokens: Optional[Tensor], cond: Tensor, *, inputs_embeds: Optional[Tensor] = None) -> Tensor:
+        """Logits ``[B, L*G, C]``. ``inputs_embeds [B, L*G, K/G]`` replaces the bits of the tokens: soft embeddings,
+        TTEO, and Di[M]O's generator input (the init's ``e <- s n + sqrt(1 - s^2) e`` on the bits)."""
         emb = self.embed_tokens(tokens) if inputs_embeds is None else inputs_embeds
         if emb.shape[1:] != (self.seq_len, self.group_bits):
             raise ValueError(f"expected {self.seq_len} entries ({self.positions} positions x {self.splits} groups) "
                              f"of {self.group_bits} bits, got {tuple(emb.shape[1:])}")
-        if noise_sigma > 0:
-            emb = noise_sigma * torch.randn_like(emb) + math.sqrt(1 - noise_sigma ** 2) * emb
         b = emb.shape[0]
         x = self.input_proj(emb.reshape(b, self.positions, self.bits).to(self.input_proj.weight.dtype))
         cls = self.class_emb(self.class_ids(cond.to(x.device)))[:, None]
