@@ -15,8 +15,8 @@ Prompt sources (``teacher.prompts.source``):
   * ``builtin``: a small fixed list for smoke runs;
   * ``hpsv2`` or ``hpsv2:<style>``: the HPS v2 benchmark prompts shipped by the ``hpsv2`` package (styles
     anime, concept-art, paintings, photo; 800 each);
-  * a path: a ``.txt`` file (one prompt per line; blank lines and lines starting with ``#`` skipped) or a
-    ``.json`` list of strings.
+  * a path: a ``.txt`` file (one prompt per line; blank lines and lines starting with ``#`` skipped), a
+    ``.json`` list of strings, or an image-caption ``metadata.jsonl`` (its ``text`` fields; see ``teacher.data``).
 """
 from __future__ import annotations
 
@@ -68,6 +68,9 @@ class TextToImageConfig(PluginConfig):
                                                                 "clip_score, hps (HPS v2.1 per style)")
     eval_clip: str = Field("openai/clip-vit-large-patch14", description="CLIPModel folder or hub id of clip_score")
     eval_hps: str = Field("xswu/HPSv2", description="HPS v2.1 weights (file, folder or hub id) of the hps metric")
+    data: Optional[str] = Field(None, description="real image-caption pairs (folder with metadata.jsonl: file_name, "
+                                                  "text) for the GAN head and data methods; captions index the prompt "
+                                                  "set (teacher.prompts.source=<folder>/metadata.jsonl)")
 
     @field_validator("eval_metrics")
     @classmethod
@@ -135,8 +138,54 @@ def read_prompt_file(path: Path) -> list[str]:
         if not (isinstance(data, list) and all(isinstance(p, str) for p in data)):
             raise UserError(f"teacher.prompts.source='{path}': a .json prompt file must hold a list of strings")
         return [p.strip() for p in data if p.strip()]
+    if path.suffix == ".jsonl":   # an image-caption metadata file (teacher.data): its "text" fields
+        return list(dict.fromkeys(text for _, text in read_captions(path)))   # each caption once
     lines = path.read_text(encoding="utf-8").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def read_captions(path: Path) -> list[tuple[str, str]]:
+    """(file_name, text) of each line of a ``metadata.jsonl`` (the Hugging Face imagefolder convention)."""
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out.append((str(row["file_name"]), str(row["text"]).strip()))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UserError(f"'{path}' line {n}: expected a JSON object with file_name and text ({exc})") from None
+    return out
+
+
+def caption_dataset(folder: str, prompts: PromptSet, size: int, encode, batch: int = 32):
+    """Real ``(tokens [N, L], conditions [N])`` of an image folder with ``metadata.jsonl``: each image resized
+    (shorter side) and centre-cropped to ``size``, in [0, 1], encoded by ``encode``; its condition is the index of
+    its caption in the prompt set (give ``teacher.prompts.source=<folder>/metadata.jsonl`` to use the captions)."""
+    from PIL import Image
+    from torchvision.transforms.functional import center_crop, resize, to_tensor
+    root = Path(folder).expanduser()
+    meta = root / "metadata.jsonl"
+    if not meta.is_file():
+        raise UserError(f"teacher.data='{folder}' has no metadata.jsonl (lines {{\"file_name\": ..., \"text\": ...}})")
+    index = {p: i for i, p in enumerate(prompts.prompts)}
+    rows = read_captions(meta)
+    missing = [t for _, t in rows if t not in index]
+    if missing:
+        raise UserError(f"teacher.data: {len(missing)} caption(s) are not in the prompt set, e.g. {missing[0]!r}; "
+                        f"use teacher.prompts.source={meta}")
+    tokens = []
+    for i in range(0, len(rows), batch):
+        images = []
+        for name, _ in rows[i: i + batch]:
+            try:
+                img = Image.open(root / name).convert("RGB")
+            except OSError as exc:
+                raise UserError(f"teacher.data: cannot read image '{root / name}' ({exc})") from None
+            images.append(center_crop(resize(to_tensor(img), size, antialias=True), size))
+        with torch.no_grad():
+            tokens.append(encode(torch.stack(images)).cpu())
+    return torch.cat(tokens), torch.tensor([index[t] for _, t in rows])
 
 
 def load_prompts(config: PromptsConfig, default_negative: str = "") -> PromptSet:

@@ -252,6 +252,33 @@ def test_clip_score_evaluation_scores_samples_against_their_prompts(folder, tmp_
         AmusedTeacher.Config(checkpoint=str(folder), eval_metrics=["fid"])
 
 
+def caption_folder(path: Path, n: int = 6) -> Path:
+    """Random images with captions from the built-in prompts, in the imagefolder layout."""
+    from PIL import Image
+    path.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    lines = []
+    for i in range(n):
+        pixels = (torch.rand(SIDE * 2, SIDE * 3, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(path / f"{i}.png")
+        lines.append(json.dumps({"file_name": f"{i}.png", "text": BUILTIN_PROMPTS[i % 3]}))
+    (path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_caption_data_is_encoded_into_real_tokens_and_prompt_indices(folder, tmp_path):
+    data = caption_folder(tmp_path / "data")
+    t = teacher_for(folder, data=str(data), prompts=PromptsConfig(source=str(data / "metadata.jsonl")))
+    assert t.prompt_set.prompts == list(BUILTIN_PROMPTS[:3])   # the captions, each once
+    tokens, cond = t.dataset()
+    assert tokens.shape == (6, SIDE * SIDE) and int(tokens.max()) < CODES
+    assert [t.captions(c[None])[0] for c in cond] == [BUILTIN_PROMPTS[i % 3] for i in range(6)]
+    with pytest.raises(UserError, match="not in the prompt set"):
+        teacher_for(folder, data=str(data), prompts=PromptsConfig(limit=2)).dataset()
+    with pytest.raises(UserError, match="metadata.jsonl"):
+        teacher_for(folder, data=str(tmp_path)).dataset()
+
+
 def run_dimo(tmp_path, folder, method, zero, *extra):
     args = [sys.executable, "-m", "core.run", f"method={method}", "teacher=amused", f"teacher.checkpoint={folder}",
             "trainer.steps=2", "trainer.batch_size=4", f"trainer.zero_stage={zero}", "trainer.wandb=disabled",
@@ -281,6 +308,13 @@ def test_core_run_dimo_and_soft_dimo_on_amused(tmp_path, folder, zero):
                         f"method.rewards=[{{name: clip, weight: 1.0, model: {clip}}}]", "eval.enabled=false")
     metrics = [json.loads(l) for l in (soft_run / "metrics.jsonl").read_text().splitlines() if l.strip()]
     assert any("reward" in m for m in metrics), metrics
+    if zero == 0:   # the GAN head on real caption data (noised soft embeddings vs encoded images)
+        data = caption_folder(tmp_path / "data")
+        gan_run = run_dimo(tmp_path / "gan", folder, "soft_dimo", zero, f"teacher.data={data}",
+                           f"teacher.prompts.source={data / 'metadata.jsonl'}", "method.w_gan=1.0",
+                           "method.w_reward=0", "eval.enabled=false")
+        gan = [json.loads(l) for l in (gan_run / "metrics.jsonl").read_text().splitlines() if l.strip()]
+        assert any("disc_loss" in m for m in gan), gan
     if zero == 0:   # TTEO with multi-start on the Soft-Di[M]O student (rewards: the run's CLIP reward)
         out = tmp_path / "tteo.png"
         proc = subprocess.run([sys.executable, "-m", "core.run", "generate", f"checkpoint={soft_run}", "n=1",

@@ -32,7 +32,7 @@ from torch import Tensor
 from core.errors import UserError
 from core.interfaces import Teacher
 from plugins.inits import vp_noise
-from plugins.prompts import TextConditioner, TextToImageConfig, load_prompts
+from plugins.prompts import TextConditioner, TextToImageConfig, caption_dataset, load_prompts
 from plugins.teachers.amused.loading import diffusers_model, read_json, transformers_model
 from plugins.teachers.amused.recipes import DIMO_RECIPE, SOFT_DIMO_RECIPE
 
@@ -120,6 +120,7 @@ class AmusedTeacher(Teacher):
         self.num_classes = len(self.prompt_set.prompts)
         self._text: Optional[TextConditioner] = None
         self._vq: Optional[VQModel] = None
+        self._data = None
 
     # -- conditions --------------------------------------------------------------------------------
     def null_condition(self, cond: Tensor) -> Tensor:
@@ -127,6 +128,14 @@ class AmusedTeacher(Teacher):
 
     def captions(self, cond: Tensor) -> list[str]:
         return self.prompt_set.texts(cond)
+
+    def dataset(self):
+        """``teacher.data``: image-caption pairs encoded by the VQ (the GAN head's real tokens), once per process."""
+        if self.config.data is None:
+            return None
+        if self._data is None:
+            self._data = caption_dataset(self.config.data, self.prompt_set, self.image_shape[1], self.encode)
+        return self._data
 
     def evaluator(self):
         """Per-prompt samples scored against their prompts (plugins/t2i_metrics.py)."""

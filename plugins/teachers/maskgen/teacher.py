@@ -104,6 +104,12 @@ class MaskGenTeacher(Teacher):
     def captions(self, cond: Tensor) -> list[str]:
         return self.prompt_set.texts(cond)
 
+    def dataset(self):
+        if self.config.data is not None:
+            raise UserError("teacher.data: encoding images needs the TA-TiTok encoder, which the maskgen teacher does "
+                            "not build (it decodes only); MaskGen runs are data-free (method.w_gan=0)")
+        return None
+
     def evaluator(self):
         """Per-prompt samples scored against their prompts (plugins/t2i_metrics.py)."""
         from plugins.t2i_metrics import TextImageEvaluator
