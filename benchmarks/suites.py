@@ -13,10 +13,8 @@ same fields is a suite too: ``python -m benchmarks.run suite=my_suite.yaml``.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import UserError
@@ -218,12 +216,8 @@ def load_suite(name: str, overrides: Optional[dict] = None, teacher: Optional[di
     if name in BUILTIN:
         data = copy.deepcopy(BUILTIN[name])
     elif name.endswith((".yaml", ".yml")):
-        path = Path(name)
-        if not path.is_file():
-            raise UserError(f"suite file '{name}' does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise UserError(f"suite file '{name}' must hold a mapping of suite fields")
+        from core.config import read_yaml_mapping
+        data = read_yaml_mapping(name, "suite file")
     else:
         raise UserError(f"suite='{name}' is not a built-in suite ({', '.join(BUILTIN)}) or a .yaml file")
     from core.config import merge

@@ -43,6 +43,25 @@ def atomic_save_safetensors(tensors: dict, path: Path, metadata: Optional[dict] 
     os.replace(tmp, path)
 
 
+def load_state_checked(module: torch.nn.Module, state: dict, source, field: str, expected: str = "") -> None:
+    """``module.load_state_dict(state)``, but a file that does not fit is a UserError naming each tensor with
+    both shapes and what the config builds (``expected``, e.g. "teacher.arch: dim=64, depth=4, heads=4"),
+    never torch's RuntimeError."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"'{k}' is {tuple(state[k].shape)} in the file, {tuple(v.shape)} in this network"
+              for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        parts = ([f"{len(shapes)} tensor(s) of another shape: " + "; ".join(shapes[:4])] if shapes else []) + \
+                ([f"{len(missing)} missing, e.g. {missing[:3]}"] if missing else []) + \
+                ([f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}"] if unexpected else [])
+        hint = f" The config builds: {expected}." if expected else ""
+        raise UserError(f"{field}: '{source}' does not fit the network this config builds: "
+                        f"{'; '.join(parts)}.{hint} Use the config the file was made with, or another file.")
+    module.load_state_dict(state)
+
+
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -115,9 +134,10 @@ def load(path: Path, engines: dict, emas: dict, config_hash: str, frozen: Option
         for role, module in modules.items():
             f = path / f"{prefix}-{role}.safetensors"
             try:
-                module.load_state_dict(load_file(str(f)))
+                state = load_file(str(f))
             except Exception as exc:
                 raise UserError(f"checkpoint file '{f}' could not be loaded: {exc}") from None
+            load_state_checked(module, state, f, f"trainer.resume ({prefix} weights of role '{role}')")
     rng_file = path / f"rng_state_rank{dist.rank()}.pt"
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))

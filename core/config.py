@@ -47,6 +47,9 @@ class TrainerConfig(BaseModel):
     wandb: Literal["offline", "online", "disabled"] = Field("offline", description="wandb mode; offline runs sync later with `wandb sync`")
     wandb_project: str = Field("dimo", description="wandb project name")
     progress: bool = Field(True, description="tqdm progress bar with losses and throughput (rank 0)")
+    on_nonfinite: Literal["stop", "skip", "warn"] = Field(
+        "stop", description="a nan/inf loss or gradient of any role: stop (exit 3, the last good checkpoint is kept), "
+                            "skip (drop that update; checks every step) or warn (go on); see docs/guide.md")
 
 
 class EvalConfig(BaseModel):
@@ -73,7 +76,7 @@ CORE_SECTIONS: dict[str, type[BaseModel]] = {"trainer": TrainerConfig, "eval": E
 # Results do not depend on these, so they are left out of the config hash.
 # bf16_mode and compile change only how the same computation runs (like device), not what is computed.
 UNHASHED = {"trainer": {"output_dir", "resume", "wandb", "wandb_project", "progress", "log_every",
-                        "checkpoint_every", "keep_checkpoints", "device", "bf16_mode", "compile"}}
+                        "checkpoint_every", "keep_checkpoints", "device", "on_nonfinite", "bf16_mode", "compile"}}
 DEFAULT_CHOICES = {"method": "dimo", "teacher": "digits"}
 
 
@@ -250,6 +253,8 @@ def validate(model: type[BaseModel], values: Any, section: str) -> dict:
         obj = model.model_validate(values)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, model, section)) from None
+    except UnknownPluginError as exc:   # a validator that looks a plugin name up (pydantic passes it through)
+        raise UserError(f"{section}: {exc}") from None
     bad = nonfinite_fields(obj.model_dump(), section)
     if bad:   # 'nan', 'inf' and overflowing literals such as 1e400 parse as floats; no field means them
         raise UserError("invalid configuration:\n  " + "\n  ".join(

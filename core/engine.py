@@ -17,6 +17,7 @@ from core import checkpoint, distributed as dist
 from core.config import config_hash, section_config, to_yaml
 from core.errors import UserError
 from core.export import save_student
+from core.health import Health
 from core.interfaces import Method, Role, SetupContext, StepContext, Teacher
 from core.tracking import MetricLogger
 
@@ -176,6 +177,8 @@ class Trainer:
     def _update(self, role: str, loss: torch.Tensor) -> None:
         engine = self.engines[role]
         engine.backward(loss)
+        if not self.health.observe(role, loss, engine):   # trainer.on_nonfinite=skip dropped this update
+            return
         if self.roles[role].nan_to_num and self.tcfg["zero_stage"] < 2:
             for p in engine.module.parameters():
                 if p.grad is not None:
@@ -213,9 +216,12 @@ class Trainer:
         bar = tqdm(total=steps, initial=start, disable=not (dist.is_main() and self.tcfg["progress"]),
                    desc=f"{self.cfg['method']['name']}:{self.cfg['teacher']['name']}", dynamic_ncols=True)
         history, last = [], time.time()
+        self.health = Health(self.tcfg["on_nonfinite"], self.world,
+                             [n for n, r in self.roles.items() if r.trainable and r.nan_to_num])
         for step in range(start, steps):
             seed_step(self.tcfg["seed"], step, self.rank)
             self._grad_norms: dict[str, Any] = {}
+            self.health.step = step
             ctx = StepContext(step=step, models=self.models, update=self._update,
                               batch=self._batch(step) if self.data is not None else None,
                               device=self.device, autocast=self._autocast)
@@ -228,14 +234,16 @@ class Trainer:
                 last = now
                 record = {**self._mean_over_ranks(logs),
                           **{f"grad_norm/{k}": float(v) for k, v in self._grad_norms.items() if v is not None},
-                          "lr": self._lr(), "samples_per_s": rate * self.tcfg["batch_size"]}
+                          "lr": self._lr(), "samples_per_s": rate * self.tcfg["batch_size"], **self.health.summary()}
                 history.append({"step": done, **record})
                 logger.log(done, record)
+                self.health.enforce()   # stop (or warn) on nan/inf, after the record is written
                 bar.set_postfix({**{k: f"{record[k]:.4g}" for k in list(logs)[:3]},
                                  "samples/s": f"{record['samples_per_s']:.0f}"})
             bar.update(1)
             every = self.tcfg["checkpoint_every"]
             if every and done % every == 0 and done < steps:
+                self.health.enforce()   # a non-finite state is never saved
                 self._save(ckpt_root, done)
         bar.close()
         student = self._export()

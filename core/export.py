@@ -9,7 +9,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from core.checkpoint import atomic_save_safetensors, atomic_write_text
+from core.checkpoint import atomic_save_safetensors, atomic_write_text, load_state_checked
 from core.config import config_hash, resolve_dict
 from core.errors import UserError
 
@@ -56,8 +56,6 @@ def load_student(checkpoint: str):
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise UserError(f"checkpoint '{weights}' is corrupt or not a safetensors file: {exc}") from None
-    missing, unexpected = network.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(f"checkpoint '{weights}' does not match teacher '{resolved['teacher']['name']}': "
-                        f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    load_state_checked(network, state, weights, "checkpoint",
+                       f"teacher {resolved['teacher']}, method '{resolved['method']['name']}' (from {card.name})")
     return method, teacher, network.eval().requires_grad_(False), resolved

@@ -123,6 +123,10 @@ def generate_command(args: list[str]) -> int:
         cfg = GenerateConfig.model_validate(values)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, GenerateConfig, "generate")) from None
+    if Path(cfg.out).expanduser().is_dir():
+        raise UserError(f"out='{cfg.out}' is a folder; give a file name such as {Path(cfg.out) / 'samples.png'}")
+    from core.errors import check_writable_dir
+    check_writable_dir(Path(cfg.out).expanduser().parent, "out", cfg.out)   # before any sampling
     method, teacher, net, resolved = load_student(cfg.checkpoint)
     g = torch.Generator().manual_seed(cfg.seed)
     cond = torch.arange(teacher.num_classes).repeat_interleave(cfg.n)

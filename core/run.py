@@ -13,11 +13,13 @@ Commands:
 
 Keys:
     method=NAME, teacher=NAME, divergence=NAME, ...   select a plugin
-    method.lr=1e-5, teacher.checkpoint=PATH, ...      set a field of the selected plugin
+    method.cfg_scale=2, teacher.checkpoint=PATH, ...  set a field of the selected plugin
     trainer.steps=100, trainer.zero_stage=2, ...      core options (trainer.*, eval.*)
     config=run.yaml                                   a YAML file of sections (command-line keys refine it)
 
-Bad input exits with code 2 and a one-paragraph message naming the field, the value and what is allowed.
+Bad input (config, paths, files) exits with code 2 and a one-paragraph message naming the field, the value
+and what is allowed; a training stopped by non-finite losses or gradients (trainer.on_nonfinite=stop) exits
+with code 3.
 Environment: DIMO_DISABLE_PLUGIN_AUTOLOAD=1 loads built-in plugins only; DIMO_DISABLED_PLUGINS=a,b blocks
 entry points by name; DIMO_CACHE moves the cache of pre-trained embedded teachers.
 """
@@ -54,8 +56,12 @@ def cmd_show_config(args: list[str]) -> int:
 
 def cmd_train(args: list[str]) -> int:
     from core.config import resolve
+    from core.engine import run_dir_for
+    from core.errors import check_writable_dir
     from core.pipeline import main_job
-    main_job(resolve(args))
+    resolved = resolve(args)
+    check_writable_dir(run_dir_for(resolved), "trainer.output_dir")
+    main_job(resolved)
     return 0
 
 
@@ -92,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         return handler(argv)
     except UserError as exc:
         print(f"dimo: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        if exc.filename is None and not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError,
+                                                         NotADirectoryError, FileExistsError)):
+            raise   # not a file-system problem of the user's: keep the traceback
+        where = f" '{exc.filename}'" + (f" -> '{exc.filename2}'" if exc.filename2 else "") if exc.filename else ""
+        print(f"dimo: error: file system:{where}: {exc.strerror or exc} (check the path, its permissions and "
+              f"free space)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dimo: interrupted; the last complete checkpoint is kept (resume with trainer.resume=auto)",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from core import distributed as dist
+from core.health import finite_json
 
 
 class MetricLogger:
@@ -31,7 +32,8 @@ class MetricLogger:
     def log(self, step: int, values: dict) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps({"step": step, **values}) + "\n")
+        # Strict JSON: a nan/inf value (trainer.on_nonfinite=warn or skip) is written as null.
+        self.file.write(json.dumps(finite_json({"step": step, **values}), allow_nan=False) + "\n")
         self.file.flush()
         if self.wandb is not None:
             self.wandb.log(values, step=step)

@@ -19,6 +19,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
+from core.errors import UserError
 from core.interfaces import Divergence, PluginConfig
 from registry import hookimpl
 
@@ -109,6 +110,47 @@ class GeneralizedJeffrey(FFamily):
         return (1 - b) * fkl_grad(logp_teacher, logp_aux) + b * rkl_grad(logp_teacher, logp_aux)
 
 
+# -- the alpha-divergence, outside (0, 1) too ------------------------------------------------------
+
+def _alpha_terms(lp: Tensor, lq: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """log T_k = alpha log q_k + (1 - alpha) log p_k in float64, shifted by its max M: returns (T / e^M, M).
+    Outside (0, 1) the terms reach e^100 and more on confident logits (beyond float32); the shift keeps
+    the sums finite and the scale e^M is applied once, at the end."""
+    log_t = alpha * lq.double() + (1 - alpha) * lp.double()
+    m = log_t.amax(-1, keepdim=True)
+    return (log_t - m).exp(), m
+
+
+def alpha_value(lp: Tensor, lq: Tensor, alpha: float) -> Tensor:
+    t, m = _alpha_terms(lp, lq, alpha)
+    return ((t.sum(-1) * m.squeeze(-1).exp() - 1) / (alpha * (alpha - 1))).to(lq.dtype)
+
+
+def exclusive_sum(x: Tensor) -> Tensor:
+    """sum_{k != j} x_k for every j, from prefix and suffix sums of non-negative x: nothing is subtracted, so
+    nothing cancels (``x.sum() - x`` loses the small rest next to a dominant x_j)."""
+    before = torch.nn.functional.pad(x.cumsum(-1)[..., :-1], (1, 0))
+    after = torch.nn.functional.pad(x.flip(-1).cumsum(-1).flip(-1)[..., 1:], (0, 1))
+    return before + after
+
+
+def alpha_grad(lp: Tensor, lq: Tensor, alpha: float) -> Tensor:
+    """dD/dz_j = (T_j - q_j S) / (alpha - 1), S = sum_k T_k (Eq. 18 with h(u) = (u^(1 - alpha) - 1) / (alpha - 1)),
+    written as (T_j sum_{k!=j} q_k - q_j sum_{k!=j} T_k) / (alpha - 1): at the aux's peak token (q_j -> 1) the
+    two terms are the small rest of the distribution, summed directly instead of as 1 - q_j and S - T_j."""
+    t, m = _alpha_terms(lp, lq, alpha)
+    q = lq.double().exp()
+    g = (t * exclusive_sum(q) - q * exclusive_sum(t)) * (m.exp() / (alpha - 1))
+    out = g.to(lq.dtype)
+    if not 0 < alpha < 1 and not torch.isfinite(out).all():   # inside (0, 1) T_k <= 1: no check, no sync
+        raise UserError(
+            f"divergence.alpha={alpha}: the alpha-divergence gradient exceeds the {lq.dtype} range on these logits "
+            f"(its largest term is e^{m.max().item():.0f}: the teacher is confident where the aux is not, and "
+            f"alpha outside (0, 1) weights p^(1-alpha) q^alpha without bound). Use alpha in (0, 1), "
+            f"divergence=fkl/rkl/jeffrey, or a higher method.teacher_temperature.")
+    return out
+
+
 # -- any f-divergence ----------------------------------------------------------------------------
 
 GENERATORS: dict[str, Callable[..., Callable[[Tensor], Tensor]]] = {
@@ -152,8 +194,7 @@ class FDivergence(FFamily):
         if g == "squared_hellinger":
             return (p + q - 2 * torch.exp((lp + lq) / 2)).sum(-1)
         if g == "alpha":
-            a = self.config.alpha
-            return (torch.exp(a * lq + (1 - a) * lp).sum(-1) - 1) / (a * (a - 1))
+            return alpha_value(lp, lq, self.config.alpha)
         return 0.5 * (p - q).abs().sum(-1)
 
     def qh(self, lp, lq):
@@ -170,6 +211,11 @@ class FDivergence(FFamily):
             a = self.config.alpha
             return (torch.exp(a * lq + (1 - a) * lp) - q) / (a - 1)
         return -0.5 * q * torch.sign(lp - lq)   # total variation: h(u) = -sign(u - 1) / 2
+
+    def grad(self, logp_teacher, logp_aux):
+        if self.config.generator == "alpha":
+            return alpha_grad(_finite(logp_teacher), _finite(logp_aux), self.config.alpha)
+        return super().grad(logp_teacher, logp_aux)
 
 
 def generic_f_grad(f: Callable[[Tensor], Tensor], logp_teacher: Tensor, logp_aux: Tensor) -> Tensor:

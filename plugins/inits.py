@@ -93,9 +93,12 @@ class MixedInit(InitStrategy):
 
 
 def preset(name: str, **defaults):
-    """A registered variant of MixedInit whose Config has other defaults (still overridable)."""
-    fields = {k: (type(v), Field(v)) for k, v in defaults.items()}
+    """A registered variant of MixedInit whose Config has other defaults (still overridable). Each field
+    keeps its declared type, bounds and description; only the default changes."""
     from pydantic import create_model
+    from pydantic.fields import FieldInfo
+    base = MixedInitConfig.model_fields
+    fields = {k: (base[k].annotation, FieldInfo.merge_field_infos(base[k], default=v)) for k, v in defaults.items()}
     config = create_model(f"{name}Config", __base__=MixedInitConfig, **fields)
     return type(name, (MixedInit,), {"Config": config, "__doc__": f"Table 6 control: {defaults}"})
 

@@ -52,7 +52,11 @@ class SamplerConfig(PluginConfig):
     @classmethod
     def _known_schedule(cls, v: str) -> str:
         from registry import get_registry
-        get_registry().info("schedule", v)   # raises with valid names and a did-you-mean
+        from registry.registry import UnknownPluginError
+        try:
+            get_registry().info("schedule", v)
+        except UnknownPluginError as exc:   # pydantic reports ValueErrors with the field's path
+            raise ValueError(str(exc)) from None
         return v
 
 

@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from core.checkpoint import load_state_checked
 from core.errors import UserError
 from core.interfaces import Role
 from core.masking import draw_mask
@@ -69,12 +70,8 @@ def load_generator_weights(network: nn.Module, spec: str) -> Path:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise UserError(f"method.init_from='{spec}': '{path}' is not a safetensors file ({exc})") from None
-    own = network.state_dict()
-    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
-    if bad:
-        raise UserError(f"method.init_from='{spec}' does not fit this teacher's network (mismatched keys or "
-                        f"shapes: {bad[:5]}); it must be a student distilled from the same teacher")
-    network.load_state_dict(state)
+    load_state_checked(network, state, path, "method.init_from",
+                       "the teacher's network (init_from must be a student distilled from the same teacher)")
     return path
 
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from core.cache import cache_dir
-from core.checkpoint import atomic_save_safetensors
+from core.checkpoint import atomic_save_safetensors, load_state_checked
 from core.errors import UserError
 from core.hub import resolve_file
 from core.interfaces import PluginConfig, Teacher
@@ -34,14 +34,9 @@ def load_network_weights(network, path: Path, field: str = "teacher.checkpoint")
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{field}: '{path}' is corrupt or not a safetensors file ({exc})") from None
-    missing, unexpected = network.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(f"{field}: '{path}' does not fit this architecture: missing keys {missing[:5]}, "
-                        f"unexpected keys {unexpected[:5]}")
-    for name, tensor in network.state_dict().items():
-        if tensor.shape != state[name].shape:
-            raise UserError(f"{field}: '{path}' key '{name}' has shape {tuple(state[name].shape)}, "
-                            f"expected {tuple(tensor.shape)}")
+    arch = getattr(network, "spec", None)
+    expected = f"teacher.arch: {arch.model_dump()}" if arch is not None else ""
+    load_state_checked(network, state, path, field, expected)
 
 
 class DigitsTeacher(Teacher):
@@ -128,6 +123,9 @@ class DigitsTeacher(Teacher):
 
     def input_class_token_ids(self) -> Tensor:
         return torch.arange(self.vocab_size + 1, self.vocab_size + 1 + self.num_classes)
+
+    def input_vocab_size(self) -> int:
+        return self.vocab_size + 2 + self.num_classes   # codes, [M], classes, null class
 
     def encode(self, images: Tensor) -> Tensor:
         """Images in [0, 1] -> grey-level tokens (the digits 'tokenizer' is quantisation)."""

@@ -66,3 +66,6 @@ class CachedTransformerTeacher(Teacher):
 
     def input_class_token_ids(self) -> Tensor:
         return torch.arange(self.vocab_size + 1, self.vocab_size + 1 + self.num_classes)
+
+    def input_vocab_size(self) -> int:
+        return self.vocab_size + 2 + self.num_classes   # codes, [M], classes, null class

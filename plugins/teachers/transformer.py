@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 
@@ -23,13 +23,21 @@ class TransformerSpec(BaseModel):
     mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden size / width")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout (MaskGIT-pytorch uses 0.1)")
 
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.dim % self.heads:   # torch's attention splits the width evenly over the heads
+            divisors = [h for h in range(1, min(self.dim, 64) + 1) if self.dim % h == 0]
+            raise ValueError(f"heads={self.heads} does not divide dim={self.dim}; valid heads for this dim: "
+                             f"{', '.join(map(str, divisors))}")
+        return self
+
 
 class MaskedTransformer(nn.Module):
     def __init__(self, seq_len: int, vocab_size: int, num_classes: int, spec: TransformerSpec):
         super().__init__()
         if spec.dim % spec.heads:
             raise ValueError(f"dim {spec.dim} is not divisible by heads {spec.heads}")
-        self.seq_len, self.vocab_size, self.num_classes = seq_len, vocab_size, num_classes
+        self.seq_len, self.vocab_size, self.num_classes, self.spec = seq_len, vocab_size, num_classes, spec
         self.mask_id = vocab_size
         self.null_class = vocab_size + 1 + num_classes
         self.tok_emb = nn.Embedding(vocab_size + 2 + num_classes, spec.dim)

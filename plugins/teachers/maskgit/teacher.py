@@ -176,6 +176,9 @@ class MaskGitTeacher(VQTeacher):
     def input_class_token_ids(self) -> Tensor:
         return torch.arange(self.vocab_size + 1, self.vocab_size + 1 + self.num_classes)
 
+    def input_vocab_size(self) -> int:
+        return self.vocab_size + 2 + self.num_classes   # codes, [M], classes, null class
+
     def load_vqgan(self):
         from plugins.teachers.maskgit.vqgan import load_vqgan
         sources = [self.config.vqgan] if self.config.vqgan else self._vqgan_sources()

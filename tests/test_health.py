@@ -1,0 +1,98 @@
+"""Non-finite losses and gradients (trainer.on_nonfinite): stop with step, role and last finite values keeping the
+last good checkpoint, skip the update, or warn; metrics.jsonl stays strict JSON."""
+import json
+import math
+
+import pytest
+import torch
+
+from core.config import resolve
+from core.engine import Trainer
+from core.health import EXIT_CODE, NonFiniteError
+from conftest import TINY
+
+BAD_STEP = 3     # 0-based: the 4th update of the run gets a nan loss
+
+
+class NanAt(Trainer):
+    """A trainer whose role ``network`` gets a nan loss at the given steps (as a huge learning rate would)."""
+    bad_steps = (BAD_STEP,)
+
+    def _update(self, role, loss):
+        if self.health.step in self.bad_steps:
+            self.before = [p.detach().clone() for p in self._module(role).parameters()]
+            loss = loss * float("nan")
+        super()._update(role, loss)
+        if self.health.step in self.bad_steps:
+            self.after = [p.detach().clone() for p in self._module(role).parameters()]
+
+
+def mdm(tmp_path, mode, steps=6, *extra):
+    return resolve(["method=mdm", f"trainer.steps={steps}", "trainer.batch_size=8", "trainer.log_every=2",
+                    "trainer.checkpoint_every=2", f"trainer.on_nonfinite={mode}", f"trainer.output_dir={tmp_path}",
+                    *TINY, *extra])
+
+
+def strict_records(run_dir):
+    def refuse(constant):
+        raise ValueError(f"bare {constant} in metrics.jsonl")
+    return [json.loads(line, parse_constant=refuse) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_stop_names_step_role_and_last_finite_values_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(NonFiniteError) as exc:
+        NanAt(mdm(tmp_path, "stop")).train()
+    msg = str(exc.value)
+    assert "role 'network'" in msg and f"the first at step {BAD_STEP + 1}" in msg
+    assert f"last finite values at step {BAD_STEP}: loss " in msg and "gradient norm" in msg
+    assert "trainer.resume=auto" in msg and exc.value.exit_code == EXIT_CODE == 3
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert ckpts == ["step-00000002"]                     # the non-finite state at step 4 was never saved
+    assert not (tmp_path / "student.safetensors").exists()
+    records = strict_records(tmp_path)
+    assert records[-1]["step"] == 4 and records[-1]["nonfinite/network"] == 1
+
+
+def test_skip_drops_the_update_and_training_goes_on(tmp_path, capsys):
+    trainer = NanAt(mdm(tmp_path, "skip"))
+    result = trainer.train()
+    assert all(torch.equal(a, b) for a, b in zip(trainer.before, trainer.after))   # parameters untouched
+    assert all(torch.isfinite(p).all() for p in trainer._module("network").parameters())
+    assert result.student_path.is_file()
+    records = strict_records(tmp_path)
+    assert records[1]["step"] == 4 and records[1]["skipped_updates/network"] == 1
+    assert all("skipped_updates/network" not in r for r in records if r["step"] != 4)
+    assert trainer.engines["network"].lr_scheduler.last_epoch == 6   # the schedule advanced on every step
+    assert "1 skipped update(s), the first at step 4" in capsys.readouterr().err
+
+
+def test_skip_that_never_recovers_stops(tmp_path):
+    class AlwaysNan(NanAt):
+        bad_steps = tuple(range(2, 6))
+    with pytest.raises(NonFiniteError, match="every update since the last log step was non-finite"):
+        AlwaysNan(mdm(tmp_path, "skip")).train()
+
+
+def test_warn_goes_on_and_metrics_stay_strict_json(tmp_path, capsys):
+    NanAt(mdm(tmp_path, "warn")).train()
+    err = capsys.readouterr().err
+    assert "dimo: warning at step 4" in err and "role 'network'" in err
+    records = strict_records(tmp_path)           # nan losses are written as null, never as bare NaN
+    assert [r["step"] for r in records] == [2, 4, 6] and records[2]["loss"] is None
+    assert math.isfinite(records[0]["loss"])
+
+
+def test_a_clean_run_reports_nothing(tmp_path, capsys):
+    Trainer(mdm(tmp_path, "stop", 4)).train()
+    assert not any(k.startswith(("nonfinite", "skipped")) for r in strict_records(tmp_path) for k in r)
+    assert "non-finite" not in capsys.readouterr().err
+
+
+def test_cli_exit_code_3(monkeypatch, capsys):
+    from core.run import main
+
+    def diverge(args):
+        raise NonFiniteError("training stopped at step 7: non-finite values")
+    monkeypatch.setattr("core.run.cmd_train", diverge)
+    assert main(["trainer.steps=1"]) == 3
+    assert "training stopped at step 7" in capsys.readouterr().err
