@@ -328,3 +328,8 @@ def test_iteration_benchmark_smoke_run(tmp_path):
     args = BENCH_TINY + random_files(tmp_path, BENCH_TINY)
     row = measure(args, "soft_dimo", 4, 0, 1, "cpu")
     assert row["batch"] == 4 and math.isfinite(row["seconds_per_iter"]) and row["seconds_per_iter"] > 0
+
+
+def test_the_plugin_test_kit_accepts_maskbit(folder):
+    from core.testing import check_teacher
+    check_teacher("maskbit", {**TINY, "checkpoint": str(folder), "tokenizer": str(folder)})

@@ -197,3 +197,19 @@ def test_soft_dimo_gan_with_gradient_checkpointing_through_the_iteration_benchma
     folder, resolution = random_folder(tmp_path / "random", "tiny")
     row = measure(folder, resolution, "soft_dimo", 2, True, stage, 1, "cpu")
     assert row["zero_stage"] == stage and math.isfinite(row["seconds_per_iter"]) and row["seconds_per_iter"] > 0
+
+
+def test_the_plugin_test_kit_accepts_meissonic(folder):
+    from core.testing import check_teacher
+    check_teacher("meissonic", {"checkpoint": str(folder), "resolution": SIDE})
+
+
+def test_main_job_evaluates_meissonic_with_clip_score(folder, tmp_path):
+    """The main job end to end: Di[M]O, then the text-to-image evaluation (clip_score on a tiny local CLIP)."""
+    from core.testing import run_method
+    clip = tiny_clip_reward_folder(tmp_path / "clip")
+    run = run_method(tmp_path, "dimo", "meissonic", {"checkpoint": str(folder), "resolution": SIDE,
+                                                     "eval_clip": str(clip)}, steps=1, batch_size=2, evaluate=True)
+    rows = run.summary["rows"]
+    assert {r["model"] for r in rows} == {"teacher", "student"}
+    assert all(0 <= r["clip_score"] <= 100 for r in rows)
