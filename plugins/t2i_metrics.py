@@ -20,6 +20,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from core.errors import UserError
 from core.interfaces import EvalData, Evaluator, Metric, PluginConfig
 from plugins.prompts import HPS_STYLES
 from registry import hookimpl
@@ -45,14 +46,17 @@ class TextImageEvaluator(Evaluator):
         return [self.prompt_set.styles[int(i)] for i in cond.reshape(-1).tolist()]
 
 
-def _scores(reward, data: EvalData, batch: int) -> Tensor:
+def _scores(reward, data: EvalData, batch: int, field: str, spec: str) -> Tensor:
     """The reward model's per-sample score of the sample images against their prompts, in batches."""
     images, labels = data.samples.images, data.samples.labels
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = []
-    with torch.no_grad():
-        for i in range(0, len(labels), batch):
-            out.append(reward(images[i: i + batch].to(device), labels[i: i + batch], data.evaluator).float().cpu())
+    try:
+        with torch.no_grad():
+            for i in range(0, len(labels), batch):
+                out.append(reward(images[i: i + batch].to(device), labels[i: i + batch], data.evaluator).float().cpu())
+    except UserError as exc:   # the reward names its own field; the evaluation's is the teacher's
+        raise UserError(f"{field}='{spec}' (evaluation model): {exc}") from None
     return torch.cat(out)
 
 
@@ -65,7 +69,7 @@ class ClipScore(Metric):
     def compute(self, data: EvalData) -> dict[str, float]:
         from plugins.rewards import HFClipReward
         reward = HFClipReward(HFClipReward.Config(model=data.evaluator.clip_model))
-        cos = _scores(reward, data, self.config.batch_size)
+        cos = _scores(reward, data, self.config.batch_size, "teacher.eval_clip", data.evaluator.clip_model)
         return {"clip_score": float(100 * cos.clamp(min=0).mean())}
 
 
@@ -78,7 +82,7 @@ class HPSv21(Metric):
     def compute(self, data: EvalData) -> dict[str, float]:
         from plugins.rewards import HPSReward
         reward = HPSReward(HPSReward.Config(checkpoint=data.evaluator.hps_checkpoint))
-        score = 100 * _scores(reward, data, self.config.batch_size)
+        score = 100 * _scores(reward, data, self.config.batch_size, "teacher.eval_hps", data.evaluator.hps_checkpoint)
         styles = data.evaluator.styles(data.samples.labels)
         if not styles:
             return {"hps": float(score.mean())}

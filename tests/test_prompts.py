@@ -87,3 +87,33 @@ def test_conditioner_caches_per_prompt_and_is_shared_by_deepcopy():
     assert calls == [[BUILTIN_PROMPTS[1], ""], [BUILTIN_PROMPTS[0]]]
     with pytest.raises(IndexError, match="outside the prompt set"):
         text(torch.tensor([3]))
+
+
+def test_hps_metric_averages_the_style_means(monkeypatch):
+    """HPS v2.1 per style and overall as the mean of the style means (the benchmark's average)."""
+    import plugins.rewards
+    from core.interfaces import EvalData, Samples
+    from plugins.prompts import PromptSet
+    from plugins.t2i_metrics import TextImageEvaluator
+    from registry.registry import build
+
+    class FakeHPS:
+        Config = plugins.rewards.HPSReward.Config
+
+        def __init__(self, config):
+            self.config = config
+
+        def __call__(self, images, cond, evaluator):   # score = 0.1 * prompt index
+            return 0.1 * cond.float()
+
+    monkeypatch.setattr(plugins.rewards, "HPSReward", FakeHPS)
+    prompts = PromptSet(["a0", "a1", "p0"], styles=["anime", "anime", "photo"])
+    labels = torch.tensor([0, 1, 1, 2])
+    data = EvalData(None, None, samples=Samples(torch.zeros(4, 3, 2, 2), labels),
+                    evaluator=TextImageEvaluator(prompts, ("hps",)))
+    out = build("metric", "hps", {"batch_size": 3}).compute(data)
+    anime, photo = 100 * (0.0 + 0.1 + 0.1) / 3, 100 * 0.2
+    assert out == pytest.approx({"hps_anime": anime, "hps_photo": photo, "hps": (anime + photo) / 2})
+    plain = EvalData(None, None, samples=Samples(torch.zeros(4, 3, 2, 2), labels),
+                     evaluator=TextImageEvaluator(PromptSet(["a0", "a1", "p0"]), ("hps",)))
+    assert build("metric", "hps").compute(plain) == pytest.approx({"hps": 100 * 0.4 / 4})
