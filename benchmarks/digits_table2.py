@@ -33,12 +33,10 @@ KEYS = ("fd", "is", "precision", "recall", "density", "coverage", "accuracy")
 def parse(args: list[str]) -> dict:
     opts = {"run": None, "seeds": "3", "samples_per_class": "200", "out": "results/digits_table2.json",
             "batch": "500", "md": None, "temperature": None}
-    for a in args:
-        k, _, v = a.partition("=")
-        if k not in opts:
-            sys.exit(f"unknown option '{k}'; valid: {', '.join(opts)}")
-        opts[k] = v
-    return opts
+    from core.cli import check_keys, parse_kv
+    values = parse_kv(args, "run=runs/digits seeds=3", flat=set(opts))
+    check_keys(values, opts, "digits_table2")
+    return {**opts, **values}
 
 
 def mean_spread(values: list[float]) -> tuple[float, float]:
@@ -138,4 +136,8 @@ def main(args: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from core.errors import UserError
+    try:
+        main(sys.argv[1:])
+    except UserError as exc:
+        sys.exit(f"digits_table2: error: {exc}")

@@ -45,24 +45,11 @@ def flag(opts: dict, key: str) -> bool:
 
 def parse(args: list[str]) -> tuple[dict, dict]:
     """Runner options and nested suite overrides (``teacher.x=...`` applies to every teacher)."""
-    from core.config import parse_value, set_path
-    opts, overrides, teacher = dict(OPTIONS), {}, {}
-    for arg in args:
-        if "=" not in arg:
-            raise UserError(f"argument '{arg}' is not of the form key=value (e.g. suite=digits, force=true)")
-        key, value = arg.split("=", 1)
-        if key in OPTIONS:
-            opts[key] = value
-        elif key.startswith("teacher."):
-            set_path(teacher, key.split(".")[1:], parse_value(value), arg)
-        else:
-            keys = key.split(".")
-            node = overrides
-            for k in keys[:-1]:
-                node = node.setdefault(k, {})
-            node[keys[-1]] = parse_value(value)
-    if teacher:
-        overrides["__teacher__"] = teacher
+    from core.cli import parse_kv
+    overrides = parse_kv(args, "suite=digits, force=true", flat=set(OPTIONS))
+    opts = {**OPTIONS, **{k: overrides.pop(k) for k in OPTIONS if k in overrides}}
+    if isinstance(overrides.get("teacher"), dict):
+        overrides["__teacher__"] = overrides.pop("teacher")
     return opts, overrides
 
 

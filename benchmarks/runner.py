@@ -1,4 +1,5 @@
-"""Runs a suite's entries through the real pipeline and writes one validated result file per entry.
+"""Runs a suite's entries through the real pipeline and writes one validated result file per entry (the
+orchestration; evaluators in ``benchmarks.evaluators``, performance probes in ``benchmarks.perf``).
 
   * teacher / sampler entries: the (pre-trained, cached) teacher sampled by a sampler plugin at k steps;
   * distillation entries: ``core.engine.Trainer`` trains the method (a finished run folder with the same
@@ -13,9 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import multiprocessing as mp
-import os
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +23,11 @@ import torch
 from tqdm import tqdm
 
 from benchmarks import results
+from benchmarks.evaluators import EmbeddedEvaluator, InceptionEvaluator, higher_is_better, summarise
+from benchmarks.perf import PERF_HIGHER, measure_in_child
 from benchmarks.suites import Entry, Suite, entries
 from core.errors import UserError
 
-PERF_HIGHER = {"iter_seconds": False, "iter_cost_vs_mdm": False, "peak_memory_mb": False,
-               "samples_per_s": True, "throughput_vs_teacher": True}
 QUIET_TRAINER = {"wandb": "disabled", "progress": False}
 
 
@@ -180,202 +178,6 @@ def search_generator(search, method, teacher, student) -> Callable:
     """Test-time search rows: TTEO (multi-start) or plain best-of-N, picking by the row's rewards."""
     temperature = getattr(method.config, "sample_temperature", 1.0)
     return lambda c, g: search.search(method, student, teacher, c, temperature, g)[0]
-
-
-# ------------------------------------------------------------------------------------------------
-# evaluation
-# ------------------------------------------------------------------------------------------------
-
-class EmbeddedEvaluator:
-    """The teacher's own evaluator through core's Scorer (classifier features or exact metrics)."""
-
-    def __init__(self):
-        self._scorers: dict[str, object] = {}
-
-    def scorer(self, teacher, section: dict, metrics: list[str]):
-        from core.evaluate import Scorer
-        key = json.dumps([section, metrics], sort_keys=True)
-        if key not in self._scorers:
-            self._scorers[key] = Scorer(teacher, metrics)
-        return self._scorers[key]
-
-    def run(self, generate: Callable, teacher, section: dict, ev: dict, seeds: list[int], desc: str,
-            extra: Optional[Callable] = None):
-        """``extra(samples) -> dict``: more per-seed metrics (the reward of test-time search rows)."""
-        from core.evaluate import sample_per_class
-        scorer = self.scorer(teacher, section, ev["metrics"])
-        per_seed, tokens = [], []
-        for seed in seeds:
-            samples, _ = sample_per_class(generate, teacher, ev["samples_per_class"], ev["batch_size"], seed, desc)
-            per_seed.append({**scorer.score(samples), **(extra(samples) if extra else {})})
-            tokens.append(samples.tokens)
-        return per_seed, tokens, len(tokens[0])
-
-
-class InceptionEvaluator:
-    """Streamed Inception-v3 FID against reference statistics and IS (ImageNet scale, nothing kept)."""
-
-    def __init__(self, reference: str):
-        from plugins.teachers.maskgit.evaluation import load_reference_stats
-        self.reference = load_reference_stats(reference)
-        self.extractor = None
-
-    def run(self, generate: Callable, teacher, section: dict, ev: dict, seeds: list[int], desc: str):
-        from plugins.teachers.maskgit.evaluation import InceptionFeatures, score_images
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.extractor is None:
-            self.extractor = InceptionFeatures(None, device)
-        labels = torch.arange(teacher.num_classes).repeat_interleave(ev["samples_per_class"])
-        per_seed, tokens = [], []
-        for seed in seeds:
-            g = torch.Generator().manual_seed(seed)
-            kept: list[torch.Tensor] = []
-
-            def batches():
-                for chunk in tqdm(labels.split(ev["batch_size"]), desc=desc, leave=False, disable=None):
-                    with torch.no_grad():
-                        t = generate(chunk, g)
-                        kept.append(t.cpu())
-                        yield teacher.decode(t).float()
-            out = score_images(batches(), self.extractor, self.reference)
-            per_seed.append({"fid": out["fid"], "is": out["is"]})
-            tokens.extend(kept)
-        return per_seed, tokens, len(labels)
-
-
-def summarise(per_seed: list[dict]) -> tuple[dict, dict]:
-    """Mean and standard deviation over sampling seeds of the metrics every seed produced finitely."""
-    import math
-    keys = [k for k in per_seed[0] if all(k in r and math.isfinite(r[k]) for r in per_seed)]
-    dropped = sorted({k for r in per_seed for k in r} - set(keys))
-    if dropped:
-        print(f"benchmarks: metric(s) {dropped} were not finite for every seed and are left out")
-    mean = {k: statistics.fmean(r[k] for r in per_seed) for k in keys}
-    spread = {k: (statistics.stdev([r[k] for r in per_seed]) if len(per_seed) > 1 else 0.0) for k in keys}
-    return mean, spread
-
-
-def higher_is_better(metric_names: list[str], keys) -> dict[str, bool]:
-    from registry import get_registry
-    table = dict(PERF_HIGHER)
-    table.update({"fid": False, "is": True, "reward": True})
-    for name in metric_names:
-        try:
-            table.update(get_registry().get("metric", name).higher_is_better)
-        except Exception:
-            pass
-    missing = [k for k in keys if k not in table]
-    if missing:
-        raise UserError(f"metric(s) {missing} declare no direction (Metric.higher_is_better)")
-    return {k: table[k] for k in keys}
-
-
-# ------------------------------------------------------------------------------------------------
-# performance (each measurement in a fresh process: clean peak memory, no shared allocator)
-# ------------------------------------------------------------------------------------------------
-
-class PeakMemory:
-    """CUDA allocator peak on GPU; on CPU the peak resident set size above the level at entry."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            import psutil
-            import threading
-            self.proc, self._stop = psutil.Process(), False
-            self.base = self.peak = self.proc.memory_info().rss
-            self.thread = threading.Thread(target=self._poll, daemon=True)
-            self.thread.start()
-        return self
-
-    def _poll(self):
-        while not self._stop:
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.peak = torch.cuda.max_memory_allocated()
-        else:
-            self._stop = True
-            self.thread.join()
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def mb(self) -> float:
-        return (self.peak - self.base) / 2 ** 20
-
-
-def best_throughput(fn: Callable, teacher, batch: int, repeats: int) -> tuple[float, torch.Tensor]:
-    """Samples per second of one ``batch`` (best of ``repeats``), and the tokens of the first repeat."""
-    cond = torch.arange(batch) % teacher.num_classes
-    best, first = float("inf"), None
-    for r in range(repeats):
-        g = torch.Generator().manual_seed(r)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            out = fn(cond, g)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-        first = out.cpu() if first is None else first
-    return batch / best, first
-
-
-def _perf_child(resolved: dict, perf: dict, sampler_cfg: dict, steps: int, queue) -> None:
-    """In a fresh process: train ``warmup + iters`` steps, time them, then time sampling."""
-    import tempfile
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):   # the parent's group
-        os.environ.pop(k, None)
-    try:
-        from core.engine import Trainer
-        from core.export import load_student
-        from registry.registry import build
-        with tempfile.TemporaryDirectory(prefix="dimo-perf-") as tmp:
-            cfg = copy.deepcopy(resolved)
-            cfg["trainer"]["output_dir"] = tmp
-            device = torch.device("cuda" if torch.cuda.is_available() and cfg["trainer"]["device"] != "cpu" else "cpu")
-            with PeakMemory(device) as mem:
-                result = Trainer(cfg).train()
-            rates = [h["samples_per_s"] for h in result.history][perf["warmup"]:]
-            iter_seconds = statistics.median(cfg["trainer"]["batch_size"] / r for r in rates)
-            method, teacher, student, _ = load_student(tmp)
-            student.to(device)
-            teacher_net = teacher.build_network(load_weights=True).to(device).eval()
-            sampler = build("sampler", sampler_cfg["name"], {k: v for k, v in sampler_cfg.items() if k != "name"})
-            k_teacher = perf["teacher_steps"]
-            if method.needs_teacher_weights:
-                student_fn = lambda c, g: method.generate(student, c.to(device), g, steps=steps)
-            else:   # mdm: its network sampled like the teacher
-                student_fn = lambda c, g: sampler.sample(student, teacher, c, steps, g)
-            teacher_fn = lambda c, g: sampler.sample(teacher_net, teacher, c, k_teacher, g)
-            s_rate, tokens = best_throughput(student_fn, teacher, perf["sample_batch"], perf["repeats"])
-            t_rate, _ = best_throughput(teacher_fn, teacher, perf["sample_batch"], perf["repeats"])
-        queue.put({"iter_seconds": iter_seconds, "peak_memory_mb": mem.mb, "samples_per_s": s_rate,
-                   "teacher_samples_per_s": t_rate, "tokens": tokens.tolist(), "device": results.device_name(device),
-                   "train_seconds": result.seconds})
-    except BaseException as exc:   # report, never hang the parent
-        import traceback
-        queue.put({"error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"})
-
-
-def measure_in_child(resolved: dict, perf: dict, sampler_cfg: dict, steps: int) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_perf_child, args=(resolved, perf, sampler_cfg, steps, queue))
-    proc.start()
-    out = queue.get()
-    proc.join()
-    if "error" in out:
-        raise RuntimeError(f"performance measurement failed: {out['error']}")
-    return out
 
 
 # ------------------------------------------------------------------------------------------------

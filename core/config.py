@@ -145,14 +145,10 @@ def load_yaml(path: str) -> dict:
 def set_path(tree: dict, keys: list[str], value: Any, arg: str = "") -> None:
     if not all(keys):
         raise UserError(f"argument '{arg}' has an empty key")
+    from core.cli import set_nested
     if len(keys) == 1 and keys[0] not in CORE_SECTIONS:
         keys = [keys[0], "name"]             # a bare group key selects a plugin: method=dimo
-    node = tree
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-        if not isinstance(node, dict):
-            raise UserError(f"argument '{arg}': '{k}' is a value, not a section")
-    node[keys[-1]] = value
+    set_nested(tree, keys, value, arg)
 
 
 def merge(base: dict, top: dict, path: str = "") -> dict:

@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from core.config import format_validation_error, parse_value
+from core.config import format_validation_error
 from core.errors import UserError
 
 
@@ -107,18 +107,8 @@ def generate_command(args: list[str]) -> int:
     from pydantic import ValidationError
     from core.export import load_student
     from core.images import save_grid
-    values = {}
-    for a in args:
-        if "=" not in a:
-            raise UserError(f"argument '{a}' is not key=value")
-        k, v = a.split("=", 1)
-        *parents, leaf = k.split(".")   # tteo.seeds=4 -> {"tteo": {"seeds": 4}}
-        node = values
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"argument '{a}': '{part}' is a value, not a section")
-        node[leaf] = parse_value(v)
+    from core.cli import parse_kv
+    values = parse_kv(args, "checkpoint=runs/x n=8 tteo.seeds=4")
     try:
         cfg = GenerateConfig.model_validate(values)
     except ValidationError as exc:

@@ -177,13 +177,8 @@ def score_images(batches: Iterable[Tensor], extractor: InceptionFeatures,
 # ---------------------------------------------------------------------------------------------------
 
 def _parse(args: list[str]) -> dict[str, str]:
-    out = {}
-    for arg in args:
-        if "=" not in arg:
-            raise UserError(f"argument '{arg}' is not key=value")
-        key, value = arg.split("=", 1)
-        out[key] = value
-    return out
+    from core.cli import parse_kv
+    return parse_kv(args, "checkpoint=runs/x samples_per_class=50")
 
 
 def _int(opts: dict, key: str, default: int, minimum: int = 1) -> int:

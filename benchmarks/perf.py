@@ -1,0 +1,114 @@
+"""Performance measurements of benchmark entries, each in a fresh process (clean peak memory, no shared
+allocator): a few training iterations (median seconds per iteration, peak memory) and sampling throughput of
+the student against the teacher's k-step sampling."""
+from __future__ import annotations
+
+import copy
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from benchmarks import results
+
+PERF_HIGHER = {"iter_seconds": False, "iter_cost_vs_mdm": False, "peak_memory_mb": False,
+               "samples_per_s": True, "throughput_vs_teacher": True}
+
+
+def max_rss() -> int:
+    """Peak resident set size of this process so far, in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class PeakMemory:
+    """CUDA allocator peak on GPU; on CPU the growth of the process's peak resident set size (the kernel's
+    ``ru_maxrss``, exact, no polling) over the block: measured in a fresh process, it is the block's own."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = max_rss()
+        return self
+
+    def __exit__(self, *exc):
+        self.peak = torch.cuda.max_memory_allocated() if self.device.type == "cuda" else max_rss()
+
+    @property
+    def mb(self) -> float:
+        return (self.peak - self.base) / 2 ** 20
+
+
+def best_throughput(fn: Callable, teacher, batch: int, repeats: int) -> tuple[float, torch.Tensor]:
+    """Samples per second of one ``batch`` (best of ``repeats``), and the tokens of the first repeat."""
+    cond = torch.arange(batch) % teacher.num_classes
+    best, first = float("inf"), None
+    for r in range(repeats):
+        g = torch.Generator().manual_seed(r)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = fn(cond, g)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+        first = out.cpu() if first is None else first
+    return batch / best, first
+
+
+def _perf_child(resolved: dict, perf: dict, sampler_cfg: dict, steps: int, queue) -> None:
+    """In a fresh process: train ``warmup + iters`` steps, time them, then time sampling."""
+    import tempfile
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):   # the parent's group
+        os.environ.pop(k, None)
+    try:
+        from core.engine import Trainer
+        from core.export import load_student
+        from registry.registry import build
+        with tempfile.TemporaryDirectory(prefix="dimo-perf-") as tmp:
+            cfg = copy.deepcopy(resolved)
+            cfg["trainer"]["output_dir"] = tmp
+            device = torch.device("cuda" if torch.cuda.is_available() and cfg["trainer"]["device"] != "cpu" else "cpu")
+            with PeakMemory(device) as mem:
+                result = Trainer(cfg).train()
+            rates = [h["samples_per_s"] for h in result.history][perf["warmup"]:]
+            iter_seconds = statistics.median(cfg["trainer"]["batch_size"] / r for r in rates)
+            method, teacher, student, _ = load_student(tmp)
+            student.to(device)
+            teacher_net = teacher.build_network(load_weights=True).to(device).eval()
+            sampler = build("sampler", sampler_cfg["name"], {k: v for k, v in sampler_cfg.items() if k != "name"})
+            k_teacher = perf["teacher_steps"]
+            if method.needs_teacher_weights:
+                student_fn = lambda c, g: method.generate(student, c.to(device), g, steps=steps)
+            else:   # mdm: its network sampled like the teacher
+                student_fn = lambda c, g: sampler.sample(student, teacher, c, steps, g)
+            teacher_fn = lambda c, g: sampler.sample(teacher_net, teacher, c, k_teacher, g)
+            s_rate, tokens = best_throughput(student_fn, teacher, perf["sample_batch"], perf["repeats"])
+            t_rate, _ = best_throughput(teacher_fn, teacher, perf["sample_batch"], perf["repeats"])
+        queue.put({"iter_seconds": iter_seconds, "peak_memory_mb": mem.mb, "samples_per_s": s_rate,
+                   "teacher_samples_per_s": t_rate, "tokens": tokens.tolist(), "device": results.device_name(device),
+                   "train_seconds": result.seconds})
+    except BaseException as exc:   # report, never hang the parent
+        import traceback
+        queue.put({"error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"})
+
+
+def measure_in_child(resolved: dict, perf: dict, sampler_cfg: dict, steps: int) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_perf_child, args=(resolved, perf, sampler_cfg, steps, queue))
+    proc.start()
+    out = queue.get()
+    proc.join()
+    if "error" in out:
+        raise RuntimeError(f"performance measurement failed: {out['error']}")
+    return out
