@@ -225,7 +225,13 @@ class Trainer:
             ctx = StepContext(step=step, models=self.models, update=self._update,
                               batch=self._batch(step) if self.data is not None else None,
                               device=self.device, autocast=self._autocast)
-            logs = self.method.train_step(ctx)
+            try:
+                logs = self.method.train_step(ctx)
+            except RuntimeError as exc:   # e.g. sampling from nan probabilities: name step, roles, last values
+                err = self.health.explain(exc, {n: self._module(n) for n in self.engines})
+                if err is None:
+                    raise
+                raise err from exc
             self._update_ema(step)
             done = step + 1
             if done % self.tcfg["log_every"] == 0 or done == steps:

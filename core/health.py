@@ -172,6 +172,33 @@ class Health:
             print(f"dimo: warning at step {self.step + 1} (trainer.on_nonfinite={self.mode}, training goes on):"
                   f"\n  " + "\n  ".join(problems), file=sys.stderr)
 
+    def explain(self, exc: BaseException, modules: dict) -> Optional[NonFiniteError]:
+        """A step that raised (e.g. sampling from nan probabilities): a :class:`NonFiniteError` naming the step,
+        the roles and their last finite values when nan/inf caused it, else None (the error is someone else's).
+        ``modules``: the trainable roles' networks, whose parameters are checked once, here."""
+        self.summary()
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        params = []
+        for role, module in modules.items():
+            with torch.no_grad():
+                top = max((p.detach().abs().max().float() for p in module.parameters() if p.numel()),
+                          default=torch.tensor(0.0))
+            top = float(top)
+            if not math.isfinite(top):
+                params.append(f"role '{role}': parameters hold nan/inf")
+            elif top > 1e30:   # finite, but any matmul with them overflows float32
+                params.append(f"role '{role}': parameters reach {top:.3g}")
+        if not self.problems and not params and not any(w in text.lower() for w in ("nan", "inf")):
+            return None
+        last = [f"role '{r}': last finite values at step {int(s.last_step) + 1}: loss {float(s.last_loss):.6g}"
+                for r, s in sorted(self.roles.items()) if int(s.last_step) >= 0]
+        lines, self.problems = self.problems + params + last, []
+        return NonFiniteError(
+            f"training stopped at step {self.step + 1}: the step failed ({type(exc).__name__}: {text}) on non-finite "
+            f"or overflowing values.\n  " + "\n  ".join(lines) + "\n  The last complete checkpoint is kept (resume "
+            "with trainer.resume=auto). Common causes: a learning rate too high, or a divergence/CFG setting that "
+            "overflows.")
+
     def _describe(self, role: str, s: _RoleState, bad: int) -> str:
         first, last = int(s.first_bad) + 1, int(s.last_step) + 1
         grad = lambda v: f", gradient norm {float(v):.6g}" if s.has_grad else ""

@@ -96,3 +96,29 @@ def test_cli_exit_code_3(monkeypatch, capsys):
     monkeypatch.setattr("core.run.cmd_train", diverge)
     assert main(["trainer.steps=1"]) == 3
     assert "training stopped at step 7" in capsys.readouterr().err
+
+
+def test_a_step_that_crashes_on_nan_names_step_roles_and_last_values(tmp_path):
+    """A huge learning rate typically crashes inside the next step (sampling from nan probabilities) before any
+    loss is seen: the error names the step and the roles instead of torch's traceback."""
+    class CrashAfterNan(NanAt):
+        def setup(self):
+            super().setup()
+            step = self.method.train_step
+
+            def train_step(ctx):
+                if ctx.step == BAD_STEP + 1:
+                    raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
+                return step(ctx)
+            self.method.train_step = train_step
+    with pytest.raises(NonFiniteError) as exc:
+        CrashAfterNan(mdm(tmp_path, "warn")).train()
+    msg = str(exc.value)
+    assert f"training stopped at step {BAD_STEP + 2}" in msg and "probability tensor" in msg
+    assert "role 'network': parameters hold nan/inf" in msg and f"last finite values at step {BAD_STEP}" in msg
+
+
+def test_other_errors_pass_through():
+    from core.health import Health
+    health = Health("stop")
+    assert health.explain(RuntimeError("CUDA out of memory"), {"net": torch.nn.Linear(2, 2)}) is None
