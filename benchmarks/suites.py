@@ -207,6 +207,23 @@ BUILTIN: dict[str, dict] = {
         "evaluator": "inception",
         "performance": {"batch_size": 64, "warmup": 2, "iters": 5, "sample_batch": 64, "teacher_steps": 64},
     },
+    # Table 3's Meissonic rows (benchmarks.reported.TABLE3_MEISSONIC beside these entries): the HPS v2 benchmark
+    # prompts, one image per prompt, HPS v2.1 per style and CLIP score (plugins/t2i_metrics.py); runs where the
+    # Meissonic folder and the metric models are local. GenEval and MS-COCO FID are not in it.
+    "t2i_meissonic": {
+        "name": "t2i_meissonic", "description": "text-to-image 1024x1024 with the Meissonic teacher (Di[M]O Table 3): "
+                                                "HPS v2 benchmark prompts, HPS v2.1 and CLIP score",
+        "teachers": [{"name": "meissonic", "prompts": {"source": "hpsv2"}, "eval_metrics": ["clip_score", "hps"]}],
+        "teacher_steps": [32],
+        "samplers": [{"group": "teacher", "label": "Meissonic", "id": "teacher-meissonic",
+                      "config": {"name": "meissonic"}}],
+        "methods": [{"label": "Di[M]O", "id": "dimo", "config": {"method": "dimo"}},
+                    {"label": "Soft-Di[M]O (from Di[M]O)", "id": "soft_dimo", "config": {"method": "soft_dimo"},
+                     "init_from": "dimo"}],
+        "other_methods": False,
+        "eval": {"samples_per_class": 1, "seeds": [0], "batch_size": 8, "metrics": ["clip_score", "hps"]},
+        "performance": {"batch_size": 2, "warmup": 1, "iters": 3, "sample_batch": 8, "teacher_steps": 32},
+    },
 }
 
 

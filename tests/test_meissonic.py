@@ -213,3 +213,26 @@ def test_main_job_evaluates_meissonic_with_clip_score(folder, tmp_path):
     rows = run.summary["rows"]
     assert {r["model"] for r in rows} == {"teacher", "student"}
     assert all(0 <= r["clip_score"] <= 100 for r in rows)
+
+
+@pytest.mark.slow   # three trainings and their evaluations (about a minute on the 2-core machine)
+def test_the_t2i_meissonic_suite_runs_on_a_tiny_meissonic(folder, tmp_path):
+    """The suite's grid end to end on the tiny folder: teacher row, Di[M]O, Soft-Di[M]O from it; the results sit
+    beside Table 3's rows."""
+    from benchmarks.reported import TABLE3_MEISSONIC, beside
+    from benchmarks.runner import run_suite
+    from benchmarks.suites import load_suite
+    clip = tiny_clip_reward_folder(tmp_path / "clip")
+    soft = {"name": "soft_dimo", "rewards": [{"name": "clip", "weight": 1.0, "model": str(clip)}]}
+    suite = load_suite("t2i_meissonic", {
+        "teacher_steps": [2], "performance": None, "trainer": {"steps": 1, "batch_size": 2},
+        "eval": {"metrics": ["clip_score"]},
+        "methods": [{"label": "Di[M]O", "id": "dimo", "config": {"method": "dimo"}},
+                    {"label": "Soft-Di[M]O", "id": "soft_dimo", "config": {"method": soft}, "init_from": "dimo"}]},
+        teacher={"checkpoint": str(folder), "resolution": SIDE, "prompts": {"source": "builtin", "limit": 2},
+                 "eval_metrics": ["clip_score"], "eval_clip": str(clip)})
+    outcomes = run_suite(suite, tmp_path / "results", tmp_path / "work", progress=False)
+    assert [o.status for o in outcomes] == ["ran"] * 3, [(o.entry.id, o.status, o.detail) for o in outcomes]
+    lines = beside(TABLE3_MEISSONIC, tmp_path / "results")
+    assert all(line.count("|") == 12 for line in lines[2:])
+    assert not lines[3].endswith("|  |  |  |  |")       # the Di[M]O row has its reproduced CLIP score
