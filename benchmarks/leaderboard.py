@@ -6,7 +6,6 @@ table with their citation and are never mixed with what dimo reproduced.
 """
 from __future__ import annotations
 
-import html
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Optional
@@ -179,91 +178,54 @@ def markdown(records: list[Result], descriptions: dict[str, str], plots: dict[st
 # HTML (static, sortable, no network)
 # ------------------------------------------------------------------------------------------------
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f0f0f0;cursor:pointer;user-select:none}td.t,th.t{text-align:left}
-tr.g-teacher td:first-child{border-left:4px solid #5b8}tr.g-sampler td:first-child{border-left:4px solid #58b}
-tr.g-distillation td:first-child{border-left:4px solid #b85}tr.g-test-time td:first-child{border-left:4px solid #a5b}tr.g-reference td:first-child{border-left:4px solid #999}th.sorted-asc::after{content:" ▲"}
-th.sorted-desc::after{content:" ▼"}p.note{color:#555;font-size:90%}"""
-
-JS = """document.querySelectorAll('table.sortable').forEach(function (table) {
-  table.querySelectorAll('th').forEach(function (th, col) {
-    th.addEventListener('click', function () {
-      var body = table.tBodies[0];
-      var asc = !th.classList.contains('sorted-asc');
-      table.querySelectorAll('th').forEach(function (h) { h.classList.remove('sorted-asc', 'sorted-desc'); });
-      th.classList.add(asc ? 'sorted-asc' : 'sorted-desc');
-      var rows = Array.prototype.slice.call(body.rows);
-      rows.sort(function (a, b) {
-        var x = a.cells[col].getAttribute('data-v'), y = b.cells[col].getAttribute('data-v');
-        var nx = parseFloat(x), ny = parseFloat(y);
-        var cmp = (isNaN(nx) || isNaN(ny)) ? String(x).localeCompare(String(y)) : nx - ny;
-        return asc ? cmp : -cmp;
-      });
-      rows.forEach(function (r) { body.appendChild(r); });
-    });
-  });
-});
-document.body.setAttribute('data-ready', 'true');"""
+def _cell(text: str, value, left: bool = False) -> dict:
+    return {"text": text, "v": "" if value is None else value, "left": left}
 
 
-def _td(text: str, value, left: bool = False) -> str:
-    v = "" if value is None else value
-    return f'<td{" class=t" if left else ""} data-v="{html.escape(str(v))}">{html.escape(text)}</td>'
+def _group_cell(group: str) -> dict:
+    return _cell(GROUP_TITLES[group], list(GROUP_TITLES).index(group), True)
 
 
-def html_table(records: list[Result], caption: str) -> str:
+def html_table(records: list[Result], caption: str) -> dict:
     cols = metric_columns(records)
-    head = "".join(f'<th class=t>{h}</th>' for h in ("group", "model", "steps"))
-    head += "".join(f'<th title="{html.escape(METRICS.get(k, ("", ""))[1])}">{html.escape(title(k))} '
-                    f'{direction(records, k)}</th>' for k in cols)
-    rows = []
-    for r in ordered(records):
-        tds = [_td(GROUP_TITLES[r.entry.group], list(GROUP_TITLES).index(r.entry.group), True),
-               _td(r.entry.label, r.entry.label, True), _td(str(r.entry.steps), r.entry.steps)]
-        tds += [_td(cell(r, k), r.metrics.get(k)) for k in cols]
-        rows.append(f'<tr class="g-{r.entry.group}" data-entry="{html.escape(r.entry.suite)}/'
-                    f'{html.escape(r.entry.id)}" title="config hash {r.config_hash}">{"".join(tds)}</tr>')
-    return (f'<table class="sortable"><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+    head = [{"text": h, "left": True} for h in ("group", "model", "steps")]
+    head += [{"text": f"{title(k)} {direction(records, k)}", "title": METRICS.get(k, ("", ""))[1]} for k in cols]
+    rows = [{"group": r.entry.group, "attrs": {"data-entry": f"{r.entry.suite}/{r.entry.id}",
+                                               "title": f"config hash {r.config_hash}"},
+             "cells": [_group_cell(r.entry.group), _cell(r.entry.label, r.entry.label, True),
+                       _cell(str(r.entry.steps), r.entry.steps)] + [_cell(cell(r, k), r.metrics.get(k)) for k in cols]}
+            for r in ordered(records)]
+    return {"caption": caption, "head": head, "rows": rows}
 
 
-def html_reported() -> str:
+def html_reported() -> dict:
     cols = list(reported.METRICS)
-    head = "".join(f"<th class=t>{h}</th>" for h in ("group", "method", "steps"))
-    head += "".join(f"<th>{title(k)} {ARROW[reported.HIGHER_IS_BETTER[k]]}</th>" for k in cols)
-    rows = []
-    for row in reported.table2():
-        tds = [_td(GROUP_TITLES[row["group"]], list(GROUP_TITLES).index(row["group"]), True),
-               _td(f"{row['method']} ({row['cite']})", row["method"], True), _td(str(row["steps"]), row["steps"])]
-        tds += [_td("-" if row[k] is None else f"{row[k]:g}", row[k]) for k in cols]
-        rows.append(f'<tr class="g-{row["group"]}" data-reported="true">{"".join(tds)}</tr>')
-    return (f'<table class="sortable" id="reported"><caption>Reported in the paper, not reproduced: '
-            f'{html.escape(reported.SETTING)}</caption><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+    head = [{"text": h, "left": True} for h in ("group", "method", "steps")]
+    head += [{"text": f"{title(k)} {ARROW[reported.HIGHER_IS_BETTER[k]]}"} for k in cols]
+    rows = [{"group": row["group"], "attrs": {"data-reported": "true"},
+             "cells": [_group_cell(row["group"]), _cell(f"{row['method']} ({row['cite']})", row["method"], True),
+                       _cell(str(row["steps"]), row["steps"])]
+                      + [_cell("-" if row[k] is None else f"{row[k]:g}", row[k]) for k in cols]}
+            for row in reported.table2()]
+    return {"id": "reported", "caption": f"Reported in the paper, not reproduced: {reported.SETTING}",
+            "head": head, "rows": rows}
 
 
 def html_page(records: list[Result], descriptions: dict[str, str], regenerate: str) -> str:
-    parts = ["<!doctype html><html lang=en><head><meta charset=utf-8><title>dimo leaderboards</title>",
-             f"<style>{CSS}</style></head><body><h1>dimo leaderboards</h1>",
-             f"<p class=note>Rendered from result files only. Regenerate: <code>{html.escape(regenerate)}</code>. "
-             f"Click a column header to sort.</p>"]
+    """The page from ``templates/leaderboard.html.j2`` (Jinja2, autoescaped)."""
+    import jinja2
+    env = jinja2.Environment(loader=jinja2.PackageLoader("benchmarks", "templates"), autoescape=True,
+                             keep_trailing_newline=True)
+    suites = []
     for suite, recs in by_suite(records).items():
         quality = [r for r in recs if r.entry.group != "performance"]
         perf = [r for r in recs if r.entry.group == "performance"]
-        parts.append(f'<section id="suite-{html.escape(suite)}"><h2>{html.escape(suite)}</h2>')
-        if descriptions.get(suite):
-            parts.append(f"<p>{html.escape(descriptions[suite])}.</p>")
-        if quality:
-            parts += [f"<p class=note>{html.escape(setup_line(quality))}</p>",
-                      html_table(quality, f"{suite}: reproduced")]
-        if perf:
-            parts.append(html_table(perf, f"{suite}: performance"))
-        parts.append("</section>")
-    parts += ["<section id=reported-section><h2>Reported in the paper (not reproduced here)</h2>",
-              f"<p class=note>{html.escape(reported.CITATION)}</p>", html_reported(), "</section>",
-              f"<script>{JS}</script></body></html>"]
-    return "\n".join(parts) + "\n"
+        suites.append({"name": suite, "description": descriptions.get(suite),
+                       "setup": setup_line(quality) if quality else "",
+                       "quality": html_table(quality, f"{suite}: reproduced") if quality else None,
+                       "perf": html_table(perf, f"{suite}: performance") if perf else None})
+    return env.get_template("leaderboard.html.j2").render(
+        suites=suites, regenerate=regenerate, citation=reported.CITATION, reported=html_reported())
 
 
 # ------------------------------------------------------------------------------------------------
