@@ -224,6 +224,25 @@ BUILTIN: dict[str, dict] = {
         "eval": {"samples_per_class": 1, "seeds": [0], "batch_size": 8, "metrics": ["clip_score", "hps"]},
         "performance": {"batch_size": 2, "warmup": 1, "iters": 3, "sample_batch": 8, "teacher_steps": 32},
     },
+    # Table 3's MaskGen-L rows (benchmarks.reported.TABLE3_MASKGEN beside these entries): the HPS v2 benchmark
+    # prompts, one image per prompt, HPS v2.1 per style and CLIP score (plugins/t2i_metrics.py), TTEO with 4 starts
+    # x 4 iterations on the HPS reward; runs where the MaskGen, TA-TiTok, CLIP and metric files are local. GenEval
+    # and MS-COCO FID are not in it.
+    "t2i_maskgen": {
+        "name": "t2i_maskgen", "description": "text-to-image 256x256 with the MaskGen-L teacher (Soft-Di[M]O Table 3): "
+                                              "HPS v2 benchmark prompts, HPS v2.1 and CLIP score, TTEO",
+        "teachers": [{"name": "maskgen", "prompts": {"source": "hpsv2"}, "eval_metrics": ["clip_score", "hps"]}],
+        "teacher_steps": [16],
+        "samplers": [{"group": "teacher", "label": "MaskGen-L", "id": "teacher-maskgen", "config": {"name": "maskgen"}}],
+        "methods": [{"label": "Di[M]O", "id": "dimo", "config": {"method": "dimo"}},
+                    {"label": "Soft-Di[M]O (from Di[M]O)", "id": "soft_dimo", "config": {"method": "soft_dimo"},
+                     "init_from": "dimo"}],
+        "test_time": {"of": "soft_dimo", "label": "Soft-Di[M]O", "seeds": 4, "iters": 4,
+                      "rewards": [{"name": "hps", "weight": 1.0}]},
+        "other_methods": False,
+        "eval": {"samples_per_class": 1, "seeds": [0], "batch_size": 16, "metrics": ["clip_score", "hps"]},
+        "performance": {"batch_size": 16, "warmup": 1, "iters": 3, "sample_batch": 16, "teacher_steps": 16},
+    },
 }
 
 

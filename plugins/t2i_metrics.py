@@ -5,7 +5,8 @@ images against their prompts, so the evaluator declares them as ``exact_metrics`
 real-image features):
 
 * ``clip_score``: 100 * max(cos(image, prompt), 0) averaged over samples (torchmetrics' CLIPScore definition), with
-  a transformers ``CLIPModel`` (``teacher.eval_clip``; default openai/clip-vit-large-patch14);
+  a transformers ``CLIPModel`` (``teacher.eval_clip``; default openai/clip-vit-large-patch14); also ``clip``, the
+  same without the factor 100 (the scale of the paper's Table 3);
 * ``hps``: HPS v2.1 (x100, as the paper's Table 3) overall and per HPS v2 style (``hps_anime``, ... when the prompt
   set is ``hpsv2``; ``hps`` is then the mean of the style means, as the benchmark averages).
 
@@ -64,13 +65,14 @@ class ClipScore(Metric):
     class Config(PluginConfig):
         batch_size: int = Field(32, gt=0, description="images scored together")
 
-    higher_is_better = {"clip_score": True}
+    higher_is_better = {"clip_score": True, "clip": True}
 
     def compute(self, data: EvalData) -> dict[str, float]:
         from plugins.rewards import HFClipReward
         reward = HFClipReward(HFClipReward.Config(model=data.evaluator.clip_model))
         cos = _scores(reward, data, self.config.batch_size, "teacher.eval_clip", data.evaluator.clip_model)
-        return {"clip_score": float(100 * cos.clamp(min=0).mean())}
+        score = cos.clamp(min=0).mean()   # "clip": the paper's Table 3 scale (e.g. 0.318); clip_score: x100
+        return {"clip_score": float(100 * score), "clip": float(score)}
 
 
 class HPSv21(Metric):

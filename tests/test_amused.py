@@ -248,6 +248,7 @@ def test_clip_score_evaluation_scores_samples_against_their_prompts(folder, tmp_
                                                                            evaluator=ev))
     cos = HFClipReward(HFClipReward.Config(model=str(clip)))(images, labels, t)
     assert got["clip_score"] == pytest.approx(float(100 * cos.clamp(min=0).mean()), rel=1e-5)
+    assert got["clip"] == pytest.approx(got["clip_score"] / 100)
     missing = EvalData(None, None, samples=Samples(images, labels),
                        evaluator=teacher_for(folder, eval_clip=str(tmp_path / "no-clip")).evaluator())
     with pytest.raises(UserError, match="teacher.eval_clip=.*no-clip"):

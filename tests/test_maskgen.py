@@ -181,3 +181,32 @@ def test_bf16_weights_take_the_fp32_text_cache(tmp_path):
     net = teacher_at(tmp_path).build_network().to(torch.bfloat16)
     out = net(torch.randint(0, 17, (2, 8)), torch.tensor([0, 2]), noise_sigma=0.1)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+@pytest.mark.slow   # four trainings/searches and their evaluations
+def test_the_t2i_maskgen_suite_runs_on_the_fixture(tmp_path):
+    """Teacher row, Di[M]O, Soft-Di[M]O from it and TTEO on it; the results sit beside Table 3's MaskGen rows."""
+    from benchmarks.reported import TABLE3_MASKGEN, beside
+    from benchmarks.runner import run_suite
+    from benchmarks.suites import load_suite
+    from test_amused import tiny_clip_reward_folder
+    clip = tiny_clip_reward_folder(tmp_path / "clip")
+    reward = [{"name": "clip", "weight": 1.0, "model": str(clip)}]
+    suite = load_suite("t2i_maskgen", {
+        "teacher_steps": [2], "performance": None, "trainer": {"steps": 1, "batch_size": 2},
+        "eval": {"metrics": ["clip_score"]},
+        "methods": [{"label": "Di[M]O", "id": "dimo", "config": {"method": "dimo"}},
+                    {"label": "Soft-Di[M]O", "id": "soft_dimo", "config": {"method": {"name": "soft_dimo",
+                                                                                      "rewards": reward}},
+                     "init_from": "dimo"}],
+        "test_time": {"of": "soft_dimo", "label": "Soft-Di[M]O", "seeds": 2, "iters": 1, "rewards": reward}},
+        teacher={"checkpoint": str(FIX / "generator"), "tokenizer": str(FIX / "tokenizer"),
+                 "clip_arch": str(FIX / "clip" / "dimo-tiny-clip.json"),
+                 "clip_pretrained": str(FIX / "clip" / "open_clip_model.safetensors"), "tokenizer_arch": TOK_ARCH,
+                 "prompts": {"source": "builtin", "limit": 2}, "eval_metrics": ["clip_score"], "eval_clip": str(clip)})
+    outcomes = run_suite(suite, tmp_path / "results", tmp_path / "work", progress=False)
+    ran = [(o.entry.id, o.status, o.detail) for o in outcomes]
+    assert all(o.status == "ran" for o in outcomes), ran
+    lines = beside(TABLE3_MASKGEN, tmp_path / "results")
+    assert len(lines) == 2 + 4 and all(line.count("|") == 12 for line in lines[2:])
+    assert not lines[3].endswith("|  |  |  |  |")       # the Di[M]O row has its reproduced CLIP score
