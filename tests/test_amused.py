@@ -336,3 +336,8 @@ def test_bf16_weights_take_the_fp32_text_cache(folder):
     net = teacher_for(folder).build_network().to(torch.bfloat16)
     out = net(torch.randint(0, CODES, (2, SIDE * SIDE)), torch.tensor([0, 1]), noise_sigma=0.1)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_passes_the_plugin_test_kit(folder):
+    from core.testing import check_teacher
+    check_teacher("amused", {"checkpoint": str(folder)})

@@ -210,3 +210,11 @@ def test_the_t2i_maskgen_suite_runs_on_the_fixture(tmp_path):
     lines = beside(TABLE3_MASKGEN, tmp_path / "results")
     assert len(lines) == 2 + 4 and all(line.count("|") == 12 for line in lines[2:])
     assert not lines[3].endswith("|  |  |  |  |")       # the Di[M]O row has its reproduced CLIP score
+
+
+def test_passes_the_plugin_test_kit(tmp_path):
+    from core.testing import check_teacher
+    check_teacher("maskgen", {"checkpoint": str(FIX / "generator"), "tokenizer": str(FIX / "tokenizer"),
+                              "clip_arch": str(FIX / "clip" / "dimo-tiny-clip.json"),
+                              "clip_pretrained": str(FIX / "clip" / "open_clip_model.safetensors"),
+                              "tokenizer_arch": TOK_ARCH})
