@@ -236,3 +236,55 @@ def test_the_t2i_meissonic_suite_runs_on_a_tiny_meissonic(folder, tmp_path):
     lines = beside(TABLE3_MEISSONIC, tmp_path / "results")
     assert all(line.count("|") == 12 for line in lines[2:])
     assert not lines[3].endswith("|  |  |  |  |")       # the Di[M]O row has its reproduced CLIP score
+
+
+BASELINES = {
+    "sdtt": ["method.base_steps=4", "method.steps_per_round=1", "method.warmup_steps=0", "sampler=meissonic"],
+    "di4c": ["method.latent_batch=2", "method.lambda_freq_dim=8", "method.lambda_hidden=16"],
+    "redi": ["method.pairs=4", "method.chunk_size=2", "method.pair_batch=2", "method.pair_steps=2",
+             "method.steps_per_round=1", "method.rounds=1", "method.variant=distill", "sampler=meissonic"],
+}
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_baselines_train_through_the_engine_on_meissonic(folder, tmp_path, name, stage):
+    """SDTT and di4c on real image-caption tokens (teacher.data), ReDi data-free, at ZeRO 0 and 2."""
+    from core.config import resolve
+    from core.engine import Trainer
+    from core.export import load_student
+    from test_amused import caption_folder
+    data = caption_folder(tmp_path / "data")
+    cfg = resolve([f"method={name}", "teacher=meissonic", f"teacher.checkpoint={folder}", f"teacher.resolution={SIDE}",
+                   f"teacher.data={data}", f"teacher.prompts.source={data / 'metadata.jsonl'}", "trainer.steps=2",
+                   "trainer.batch_size=2", f"trainer.zero_stage={stage}", "trainer.log_every=1",
+                   "trainer.wandb=disabled", "trainer.progress=false", "eval.enabled=false", "trainer.device=cpu",
+                   f"trainer.output_dir={tmp_path / 'run'}", *BASELINES[name]])
+    history = Trainer(cfg).train().history
+    assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
+    m, teacher, net, _ = load_student(str(tmp_path / "run"))
+    tokens = m.generate(net, torch.tensor([0, 1]), torch.Generator().manual_seed(0), steps=m.sample_steps[0])
+    assert tokens.shape == (2, SIDE * SIDE) and (tokens < CODES).all()
+
+
+@pytest.mark.parametrize("steps", [1, 4, 32])
+def test_step_operations_follow_the_scheduler(folder, steps):
+    """plan = the AmusedScheduler's counts; run_steps from all-[M] fills the grid through the same plan."""
+    from diffusers import AmusedScheduler
+    s = MeissonicSampler(MeissonicSampler.Config())
+    sched = AmusedScheduler(mask_token_id=VOCAB - 1)
+    sched.set_timesteps(steps, (2, 0))
+    x = torch.full((1, 64), VOCAB - 1)
+    counts = []
+    for t in sched.timesteps:   # uniform logits: the scheduler's counts, whatever it draws
+        x = sched.step(torch.zeros(1, 64, CODES), t, x, generator=torch.Generator().manual_seed(0)).prev_sample
+        counts.append(int((x == VOCAB - 1).sum()))
+    assert s.plan(steps, 64) == counts
+    assert s.gumbel_temperature(0, steps) == 2.0 and (steps == 1 or s.gumbel_temperature(steps - 1, steps) == 0.0)
+    teacher = teacher_for(folder)
+    net = teacher.build_network().eval()
+    cond = torch.tensor([0, 2])
+    with torch.no_grad():
+        out = s.run_steps(lambda x, i, p: net(x, cond), teacher, torch.full((2, 64), teacher.mask_id), steps,
+                          generator=torch.Generator().manual_seed(0))
+    assert (out < CODES).all()
