@@ -225,11 +225,28 @@ def resolve_dict(user: dict) -> dict:
     return resolved
 
 
+class LazyTeacher:
+    """The teacher of a resolved config, built on first use: most checks never touch it, and building some
+    teachers reads files (a hub config.json), which ``show-config`` and offline resolution must not need."""
+
+    def __init__(self, cls, config):
+        self._cls, self._config, self._obj = cls, config, None
+
+    def __getattr__(self, name):
+        if self._obj is None:
+            self._obj = self._cls(self._config)
+        return getattr(self._obj, name)
+
+    @property
+    def __class__(self):   # messages and isinstance see the teacher's own class
+        return self._cls
+
+
 def check_resolved(resolved: dict, groups) -> None:
     """Checks across sections, so that a run fails when it is resolved, never after training: each plugin's
     ``check_config`` against the teacher (token ids, what the teacher can do)."""
     teacher_cls, teacher_cfg = section_config(resolved, "teacher")
-    teacher = teacher_cls(teacher_cfg)
+    teacher = LazyTeacher(teacher_cls, teacher_cfg)
     for kind in groups:
         cls, cfg = (teacher_cls, teacher_cfg) if kind == "teacher" else section_config(resolved, kind)
         cls.check_config(cfg, teacher)

@@ -45,7 +45,7 @@ class MixedInit(InitStrategy):
 
     @classmethod
     def check_config(cls, config: MixedInitConfig, teacher) -> None:
-        name = type(teacher).__name__
+        name = teacher.__class__.__name__
         if config.fill == "token" and config.fill_token >= teacher.input_vocab_size():
             raise UserError(f"init.fill_token={config.fill_token} is not an input token of teacher {name}: valid ids "
                             f"0..{teacher.input_vocab_size() - 1} (codes 0..{teacher.vocab_size - 1}, "
@@ -77,7 +77,7 @@ class MixedInit(InitStrategy):
             return ids[torch.randint(0, len(ids), shape, generator=generator)].to(device)
         if not teacher.has_encoder():
             raise UserError(f"init.random_tokens=encoded_noise needs a teacher with an encoder; "
-                            f"{type(teacher).__name__} has none (valid here: codes, classes)")
+                            f"{teacher.__class__.__name__} has none (valid here: codes, classes)")
         noise = torch.rand(batch, *teacher.image_shape, generator=generator)
         return teacher.encode(noise).to(device)
 

@@ -52,6 +52,7 @@ RESOLVE_CASES = [
     (["teacher=maskgit", "teacher.resolution=250"], ["teacher.resolution", "multiple of 16"]),
     (["teacher=maskgit", "teacher.size=giant"], ["teacher.size", "giant", "base"]),
     (["teacher=maskgit", "teacher.arch={dim: 100, heads: 16}"], ["dim=100 is not divisible by heads=16"]),
+    (["teacher=maskgen", "teacher.tokenizer_arch={width: 100, heads: 16}"], ["heads=16 does not divide width=100"]),
     # nan, inf and overflowing literals are never numbers a run can use
     (["divergence=jeffrey", "divergence.beta=nan"], ["divergence.beta", "finite number", "nan"]),
     (["divergence=jeffrey", "divergence.beta=-inf"], ["divergence.beta", "finite number", "-inf"]),
@@ -112,6 +113,13 @@ def test_refused_when_resolved(args, expected):
         resolve(args)
     for text in expected:
         assert text in str(exc.value), f"{text!r} not in: {exc.value}"
+
+
+def test_resolving_never_builds_the_teacher_unless_a_check_needs_it():
+    """Teachers that read a hub config.json when built (MaskGen, Meissonic, aMUSEd) resolve offline: show-config
+    and the checks that do not need the teacher never touch their files."""
+    cfg = resolve(["teacher=maskgen", "teacher.checkpoint=/nonexistent/maskgen"])
+    assert cfg["teacher"]["checkpoint"] == "/nonexistent/maskgen"
 
 
 # (YAML text of a config file, extra command-line arguments, substrings of the message)

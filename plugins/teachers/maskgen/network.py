@@ -22,7 +22,7 @@ import torch
 from diffusers.models.attention import JointTransformerBlock
 from diffusers.models.embeddings import get_timestep_embedding
 from diffusers.models.normalization import AdaLayerNormContinuous
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from plugins.inits import vp_noise
@@ -39,6 +39,12 @@ class MaskGenArch(BaseModel):
     num_classes: int = Field(1000, ge=0, description="condition_num_classes (unused rows of the embedding)")
     text_dim: int = Field(768, gt=0, description="vq_model.text_embed_dim (CLIP-L/14 width)")
     micro_dim: int = Field(256, gt=0, description="micro_condition_embed_dim (aesthetic sinusoid)")
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.dim % self.heads:   # attention splits the width evenly over the heads
+            raise ValueError(f"heads={self.heads} does not divide dim={self.dim}")
+        return self
 
     @classmethod
     def from_official(cls, config: dict) -> "MaskGenArch":
@@ -137,6 +143,12 @@ class TATiTokArch(BaseModel):
     codebook_size: int = Field(8192, gt=0)
     text_len: int = Field(77, gt=0, description="text_context_length")
     text_dim: int = Field(768, gt=0, description="text_embed_dim")
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.width % self.heads:   # nn.MultiheadAttention needs it
+            raise ValueError(f"heads={self.heads} does not divide width={self.width}")
+        return self
 
     @classmethod
     def from_official(cls, config: dict) -> "TATiTokArch":
