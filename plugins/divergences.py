@@ -171,8 +171,8 @@ class FDivergence(FFamily):
     """
 
     class Config(PluginConfig):
-        generator: Literal["fkl", "rkl", "jensen_shannon", "squared_hellinger", "alpha", "total_variation"] = \
-            "jensen_shannon"
+        generator: Literal["fkl", "rkl", "jensen_shannon", "squared_hellinger", "alpha", "total_variation"] = Field(
+            "jensen_shannon", description="the generator f of the f-divergence (paper Table 4)")
         alpha: float = Field(0.5, description="alpha of the alpha-divergence (not 0 or 1)")
 
         @model_validator(mode="after")

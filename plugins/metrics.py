@@ -44,7 +44,7 @@ class FrechetDistance(Metric):
 class InceptionStyleScore(Metric):
     """exp(E_x KL(p(y|x) || p(y))) on the evaluator classifier's logits."""
     class Config(PluginConfig):
-        splits: int = Field(1, gt=0)
+        splits: int = Field(1, gt=0, description="IS splits (mean over splits is reported)")
 
     higher_is_better = {"is": True}
 

@@ -17,18 +17,20 @@ from registry import hookimpl
 
 class MDM(Method):
     class Config(PluginConfig):
-        lr: float = Field(1e-3, gt=0)
-        warmup_steps: int = Field(100, ge=0)
-        weight_decay: float = Field(0.0, ge=0)
-        grad_clip: Optional[float] = Field(1.0, gt=0)
-        ema_decay: Optional[float] = Field(0.999, gt=0, lt=1)
+        lr: float = Field(1e-3, gt=0, description="AdamW lr (betas 0.9, 0.96 as MaskGIT-pytorch)")
+        warmup_steps: int = Field(100, ge=0, description="linear warm-up steps, then constant")
+        weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+        grad_clip: Optional[float] = Field(1.0, gt=0, description="gradient-norm clip; null: none")
+        ema_decay: Optional[float] = Field(0.999, gt=0, lt=1, description="EMA of the network, exported at "
+                                                                       "the end; null: none")
         label_smoothing: float = Field(0.1, ge=0, lt=1, description="MaskGIT-pytorch trains with 0.1")
         class_dropout: float = Field(0.1, ge=0, le=1, description="condition dropped to null for CFG")
-        mask_count: str = Field("exact", pattern="^(exact|bernoulli)$")
+        mask_count: str = Field("exact", pattern="^(exact|bernoulli)$", description="masks of x_t: exact count "
+                                "(official get_mask_code) or per-token bernoulli")
         init_from_teacher: bool = Field(False, description="fine-tune the teacher's weights instead of "
                                                            "training from scratch")
         cache_teacher: bool = Field(True, description="save the result as the teacher's default checkpoint")
-        eval_sampler_steps: int = Field(16, gt=0)
+        eval_sampler_steps: int = Field(16, gt=0, description="sampler steps of generate() when none are given")
 
     uses = ("schedule", "sampler")
     defaults = {"schedule": "arccos", "sampler": "random"}

@@ -46,7 +46,7 @@ class DigitsTeacher(Teacher):
     class Config(PluginConfig):
         checkpoint: Optional[str] = Field(None, description="safetensors file, folder or hub id; "
                                                             "default: the cached pre-trained teacher")
-        arch: TransformerSpec = Field(default_factory=TransformerSpec)
+        arch: TransformerSpec = Field(default_factory=TransformerSpec, description="transformer size")
 
     seq_len, vocab_size, mask_id, num_classes = 64, 17, 17, 10
     image_shape = (1, 8, 8)
