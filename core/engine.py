@@ -145,12 +145,14 @@ class Trainer:
                      for n, r in self.roles.items() if r.ema_decay}
         self.models = {name: self._engine(name, role, self.micro) for name, role in self.roles.items()}
         self.engines = {n: m for n, m in self.models.items() if self.roles[n].trainable}
-        self.data = self.teacher.dataset() if self.method.needs_data else None
+        self.data = self._dataset() if self.method.needs_data else None
         if self.method.needs_data and self.data is None:
             raise UserError(f"method '{self.cfg['method']['name']}' needs real data, but teacher "
                             f"'{self.cfg['teacher']['name']}' provides none")
-        self.use_bf16 = self.tcfg["precision"] == "bf16" or (self.tcfg["precision"] == "auto"
-                                                             and self.device.type == "cuda")
+
+    def _dataset(self):
+        """Real ``(tokens, conditions)`` for methods that need data (a benchmark may substitute its own)."""
+        return self.teacher.dataset()
 
     def _module(self, name: str) -> nn.Module:
         model = self.models[name]

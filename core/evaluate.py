@@ -21,7 +21,7 @@ def sample_per_class(generate: Callable[[Tensor, torch.Generator], Tensor], teac
     """Tokens for ``per_class`` samples of every class; returns samples and generation seconds."""
     labels = torch.arange(teacher.num_classes).repeat_interleave(per_class)
     g = torch.Generator().manual_seed(seed)
-    out, seconds = [], 0.0
+    out, images, seconds = [], [], 0.0
     # Networks may draw from the global RNG (e.g. the init's embedding noise): seed it too, so that the same
     # seed gives the same samples whatever ran before in the process.
     with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
@@ -29,10 +29,12 @@ def sample_per_class(generate: Callable[[Tensor, torch.Generator], Tensor], teac
         for chunk in tqdm(labels.split(batch_size), desc=desc, leave=False, disable=None):
             t0 = time.perf_counter()
             with torch.no_grad():
-                out.append(generate(chunk, g).cpu())
+                tokens = generate(chunk, g)
+                out.append(tokens.cpu())   # waits for the device, so the timing is the generation's
             seconds += time.perf_counter() - t0
-    tokens = torch.cat(out)
-    return Samples(images=teacher.decode(tokens).cpu(), labels=labels, tokens=tokens), seconds
+            with torch.no_grad():          # decoded where the tokens are (the GPU in GPU runs), chunk by chunk
+                images.append(teacher.decode_with(tokens, chunk).float().cpu())
+    return Samples(images=torch.cat(images), labels=labels, tokens=torch.cat(out)), seconds
 
 
 class Scorer:
@@ -144,12 +146,16 @@ def evaluate_command(args: list[str]) -> int:
     opts = dict(a.split("=", 1) for a in args if "=" in a)
     if "checkpoint" not in opts:
         raise UserError("evaluate needs checkpoint=<run folder or student.safetensors>")
-    method, teacher, net, resolved = load_student(opts.pop("checkpoint"))
+    from core.distributed import compute_device
+    device = opts.pop("device", "auto")
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"evaluate: device='{device}' is not valid; valid: auto, cpu, cuda")
+    method, teacher, net, resolved = load_student(opts.pop("checkpoint"), compute_device(device))
     eval_cfg = dict(resolved["eval"])
     overrides = {k.split(".", 1)[1]: v for k, v in opts.items() if k.startswith("eval.")}
     unknown = [k for k in opts if not k.startswith("eval.")]
     if unknown:
-        raise UserError(f"evaluate: unknown key(s) {', '.join(unknown)}; valid: checkpoint, eval.<field>")
+        raise UserError(f"evaluate: unknown key(s) {', '.join(unknown)}; valid: checkpoint, device, eval.<field>")
     eval_cfg = validate(EvalConfig, {**eval_cfg, **overrides}, "eval")
     models = [("student", k, lambda c, g, k=k: method.generate(net, c, g, steps=k)) for k in method.sample_steps]
     rows, _ = evaluate_models(models, teacher, eval_cfg)

@@ -35,8 +35,9 @@ def save_student(module: nn.Module, resolved: dict, run_dir: Path, used_ema: boo
     return path
 
 
-def load_student(checkpoint: str):
-    """``checkpoint``: a run folder or its ``student.safetensors``. Returns (method, teacher, network, config)."""
+def load_student(checkpoint: str, device=None):
+    """``checkpoint``: a run folder or its ``student.safetensors``. Returns (method, teacher, network, config),
+    the network on ``device`` (default: CPU)."""
     from core.engine import build_method
 
     p = Path(checkpoint)
@@ -58,4 +59,4 @@ def load_student(checkpoint: str):
         raise UserError(f"checkpoint '{weights}' is corrupt or not a safetensors file: {exc}") from None
     load_state_checked(network, state, weights, "checkpoint",
                        f"teacher {resolved['teacher']}, method '{resolved['method']['name']}' (from {card.name})")
-    return method, teacher, network.eval().requires_grad_(False), resolved
+    return method, teacher, network.to(device or "cpu").eval().requires_grad_(False), resolved

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -98,6 +98,7 @@ class GenerateConfig(BaseModel):
     seed: int = 0
     out: str = Field("samples.png", description="PNG grid; tokens go beside it as .pt")
     steps: int | None = Field(None, gt=0, description="sampling steps for multi-step students")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: this process's GPU if there is one")
     tteo: Optional[SearchOptions] = Field(None, description="test-time embedding optimisation (tteo.seeds=4 "
                                                             "tteo.iters=4 ...: the tteo search plugin); off "
                                                             "when not given")
@@ -117,7 +118,8 @@ def generate_command(args: list[str]) -> int:
         raise UserError(f"out='{cfg.out}' is a folder; give a file name such as {Path(cfg.out) / 'samples.png'}")
     from core.errors import check_writable_dir
     check_writable_dir(Path(cfg.out).expanduser().parent, "out", cfg.out)   # before any sampling
-    method, teacher, net, resolved = load_student(cfg.checkpoint)
+    from core.distributed import compute_device
+    method, teacher, net, resolved = load_student(cfg.checkpoint, compute_device(cfg.device))
     g = torch.Generator().manual_seed(cfg.seed)
     cond = torch.arange(teacher.num_classes).repeat_interleave(cfg.n)
     kwargs = {"steps": cfg.steps} if cfg.steps else {}
@@ -133,7 +135,7 @@ def generate_command(args: list[str]) -> int:
     else:
         with torch.no_grad():
             tokens = method.generate(net, cond, g, **kwargs)
-    save_grid(teacher.decode(tokens), cond, out, per_class=min(cfg.n, 16))
+    save_grid(teacher.decode_with(tokens, cond), cond, out, per_class=min(cfg.n, 16))
     torch.save({"tokens": tokens, "cond": cond}, out.with_suffix(".pt"))
     print(f"dimo: {len(cond)} samples -> {out} (tokens in {out.with_suffix('.pt')})")
     return 0

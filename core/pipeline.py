@@ -39,14 +39,15 @@ def main_job(resolved: dict) -> dict:
 
 
 def evaluate_run(resolved: dict, run_dir: Path) -> list[dict]:
-    method, teacher, student, _ = load_student(str(run_dir))
+    device = dist.compute_device(resolved["trainer"]["device"])
+    method, teacher, student, _ = load_student(str(run_dir), device)
     if teacher.evaluator() is None:
         return []
     eval_cfg = resolved["eval"]
     sampler = method.plugins.get("sampler")
     models = []
     if method.needs_teacher_weights:   # a distilled student: compare against its teacher at k steps
-        teacher_net = teacher.build_network(load_weights=True).eval()
+        teacher_net = teacher.build_network(load_weights=True).to(device).eval()
         for k in eval_cfg["teacher_steps"]:
             models.append(("teacher", k, lambda c, g, k=k: sampler.sample(teacher_net, teacher, c, k, g)))
         for k in method.sample_steps:
