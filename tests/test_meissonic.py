@@ -180,10 +180,10 @@ def test_methods_train_through_the_engine_on_meissonic(folder, tmp_path, method,
                    f"teacher.resolution={SIDE}", "trainer.steps=2", "trainer.batch_size=2", f"trainer.zero_stage={stage}",
                    "trainer.log_every=1", "trainer.wandb=disabled", "trainer.progress=false", "eval.enabled=false",
                    "trainer.device=cpu", f"trainer.output_dir={tmp_path / 'run'}", *extra])
-    assert cfg["init"]["sigma"] == 0.3 and cfg["schedule"]["name"] == "cosine"   # the official recipe applies
+    assert cfg["init"]["sigma"] == 0.3 and cfg["schedule"]["name"] == "cosine_clamped"   # the official recipe
     history = Trainer(cfg).train().history
     assert method == "dimo" or all("reward" in h for h in history)
-    assert len(history) == 2 and all(math.isfinite(v) for h in history for v in h.values() if isinstance(v, float))
+    assert len(history) == 2 and all(math.isfinite(h["aux_loss"]) and math.isfinite(h["divergence"]) for h in history)
     m, teacher, net, _ = load_student(str(tmp_path / "run"))
     tokens = m.generate(net, torch.tensor([0, 1]), torch.Generator().manual_seed(0))
     assert tokens.shape == (2, SIDE * SIDE) and (tokens < CODES).all()
@@ -288,3 +288,15 @@ def test_step_operations_follow_the_scheduler(folder, steps):
         out = s.run_steps(lambda x, i, p: net(x, cond), teacher, torch.full((2, 64), teacher.mask_id), steps,
                           generator=torch.Generator().manual_seed(0))
     assert (out < CODES).all()
+
+
+def test_the_recipe_clamps_the_forward_ratio_as_the_official_code():
+    from core.config import resolve
+    from plugins.teachers.meissonic.schedule import CosineClamped
+    s = CosineClamped(CosineClamped.Config())
+    r = s.sample_ratio(20000, torch.Generator().manual_seed(0))
+    assert r.min() >= 0.02 and r.max() <= 0.98 and (r == 0.02).any() and (r == 0.98).any()
+    assert torch.equal(s.gamma(torch.tensor([0.0, 1.0])), torch.cos(torch.tensor([0.0, 1.0]) * math.pi / 2))
+    with pytest.raises(ValueError, match="above"):
+        CosineClamped.Config(low=0.5, high=0.4)
+    assert MeissonicTeacher.recipes["dimo"]["schedule"]["name"] == "cosine_clamped"

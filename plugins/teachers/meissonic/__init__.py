@@ -6,6 +6,8 @@ from registry import hookimpl
 @hookimpl
 def dimo_register(register):
     from plugins.teachers.meissonic.sampler import MeissonicSampler
+    from plugins.teachers.meissonic.schedule import CosineClamped
     from plugins.teachers.meissonic.teacher import MeissonicTeacher
     register("teacher", "meissonic", MeissonicTeacher)
     register("sampler", "meissonic", MeissonicSampler)
+    register("schedule", "cosine_clamped", CosineClamped)

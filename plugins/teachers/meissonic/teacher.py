@@ -44,11 +44,12 @@ NEGATIVE_PROMPT = ("worst quality, low quality, low res, blurry, distortion, wat
 
 # The official Di[M]O Meissonic run (yuanzhi-zhu/DiMO configs/DIMO_Meissonic.yaml + scripts/launch_DIMO_Meissonic.sh,
 # reference/dimo_official_code.md): lr 1e-6 both nets, FKL, r_init 0.5, embedding noise 0.3 on the output of
-# ``embed``, teacher CFG 4.0 against the negative prompt, cosine schedules, sum reduction, EMA 0.9999, timestep 0
-# for all three networks, bf16, gradient checkpointing, 1 GPU x micro-batch 2 x 8 accumulation = 16, the reported
-# checkpoint at 13k steps. (aMUSEd's recipe is this same configuration.) Teacher rows: Meissonic's pipeline sampler
-# at guidance 9 (inference.py: 64 steps; the paper's Table 3 row: 32 steps).
-DIMO_RECIPE = {**AMUSED_DIMO, "sampler": {"name": "meissonic", "cfg_scale": 9.0}}
+# ``embed``, teacher CFG 4.0 against the negative prompt, cosine schedules (x_t's ratio clamped to [0.02, 0.98]),
+# sum reduction, EMA 0.9999, timestep 0 for all three networks, bf16, gradient checkpointing, 1 GPU x micro-batch
+# 2 x 8 accumulation = 16, the reported checkpoint at 13k steps (aMUSEd's recipe is the same configuration).
+# Teacher rows: Meissonic's pipeline sampler at guidance 9 (inference.py: 64 steps; the paper's Table 3 row: 32).
+DIMO_RECIPE = {**AMUSED_DIMO, "schedule": {"name": "cosine_clamped", "low": 0.02, "high": 0.98},
+               "sampler": {"name": "meissonic", "cfg_scale": 9.0}}
 SOFT_DIMO_RECIPE = {**DIMO_RECIPE, "method": {**DIMO_RECIPE["method"], "w_gan": 0.0, "w_reward": 1.0,
                                               "rewards": [{"name": "hps", "weight": 1.0}, {"name": "clip", "weight": 1.0}]}}
 
