@@ -181,12 +181,31 @@ class Trainer:
         engine.backward(loss)
         if not self.health.observe(role, loss, engine):   # trainer.on_nonfinite=skip dropped this update
             return
+        grads = [p.grad for p in engine.module.parameters() if p.grad is not None]   # none under ZeRO-2/3
+        diagnose = self._logging and bool(grads)
+        nonfinite = torch.stack([(~torch.isfinite(g)).sum() for g in grads]).sum() if diagnose else None
         if self.roles[role].nan_to_num and self.tcfg["zero_stage"] < 2:
-            for p in engine.module.parameters():
-                if p.grad is not None:
-                    torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+            for g in grads:
+                torch.nan_to_num_(g, nan=0.0, posinf=1e5, neginf=-1e5)
+        if diagnose:
+            self._grad_diagnostics(role, grads, nonfinite)
         engine.step()
-        self._grad_norms[role] = engine.get_global_grad_norm()   # a tensor or float; read at log steps only
+        norm = engine.get_global_grad_norm()   # None where DeepSpeed's optimizer path does not compute it
+        if norm is not None:
+            self._grad_norms[role] = norm      # a tensor or float; read at log steps only
+
+    def _grad_diagnostics(self, role: str, grads: list, nonfinite: torch.Tensor) -> None:
+        """The learning signal the optimizer gets (device tensors, read at the log step): the global norm after
+        nan_to_num and before clipping, the factor clipping scales it by, the share of entries that were nan/inf
+        (zeroed or saturated by nan_to_num) and the share that are exactly zero."""
+        norm = torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(grads)]))
+        total = sum(g.numel() for g in grads)
+        self._grad_norms[role] = norm
+        clip = self.roles[role].grad_clip
+        if clip:
+            self._grad_logs[f"clip_scale/{role}"] = (clip / (norm + 1e-6)).clamp(max=1.0)
+        self._grad_logs[f"grad_nonfinite_frac/{role}"] = nonfinite.double() / total
+        self._grad_logs[f"grad_zero_frac/{role}"] = torch.stack([(g == 0).sum() for g in grads]).sum().double() / total
 
     def _update_ema(self, step: int) -> None:
         for name, ema in self.emas.items():
@@ -223,10 +242,12 @@ class Trainer:
         for step in range(start, steps):
             seed_step(self.tcfg["seed"], step, self.rank)
             self._grad_norms: dict[str, Any] = {}
+            self._grad_logs: dict[str, Any] = {}
             self.health.step = step
+            self._logging = (step + 1) % self.tcfg["log_every"] == 0 or step + 1 == steps
             ctx = StepContext(step=step, models=self.models, update=self._update,
                               batch=self._batch(step) if self.data is not None else None,
-                              device=self.device, autocast=self._autocast)
+                              device=self.device, autocast=self._autocast, log=self._logging)
             try:
                 logs = self.method.train_step(ctx)
             except RuntimeError as exc:   # e.g. sampling from nan probabilities: name step, roles, last values
@@ -236,7 +257,8 @@ class Trainer:
                 raise err from exc
             self._update_ema(step)
             done = step + 1
-            if done % self.tcfg["log_every"] == 0 or done == steps:
+            if self._logging:
+                logs = {**logs, **self._grad_logs}
                 now = time.time()
                 rate = self.tcfg["log_every"] / max(now - last, 1e-9)
                 last = now

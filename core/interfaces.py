@@ -396,6 +396,7 @@ class StepContext:
     batch: Optional[tuple[Tensor, Tensor]] = None   # real (tokens, cond) if the method needs data
     device: torch.device = torch.device("cpu")
     autocast: Callable[[], Any] = field(default=lambda: torch.autocast("cpu", enabled=False))
+    log: bool = False                     # this step's logs are recorded: methods may add costlier diagnostics
 
 
 class Method(Plugin):

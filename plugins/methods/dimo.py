@@ -11,6 +11,7 @@ produced the reported checkpoint; see docs/methods/dimo.md).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Literal, Optional
 
@@ -52,12 +53,19 @@ class DiMOConfig(PluginConfig):
         "exact", description="x_t masks: exact count (official get_mask_code) or per-token Bernoulli (paper)")
     teacher_mode: Literal["eval", "train"] = Field(
         "eval", description="train reproduces the official MaskGit script, whose teacher ran with dropout")
+    aux_score_mode: Literal["teacher", "train"] = Field(
+        "teacher", description="mode of the aux when it scores x_t for the generator's gradient: teacher (the "
+                               "teacher's mode, so aux = teacher gives g = 0 at initialisation) or train (dropout "
+                               "on: with an eval-mode teacher, g = E[p_psi with dropout] - p_phi != 0 pushes the "
+                               "generator to sharpen, see docs/methods/dimo_diagnosis.md)")
     nan_to_num: bool = Field(True, description="official: nan -> 0, inf -> +-1e5 in both networks' grads")
 
 
 class DiMO(Method):
     Config = DiMOConfig
     uses = ("divergence", "init", "schedule", "sampler")
+    recipe = "dimo"
+    suites = ("digits",)
     defaults = {"divergence": "fkl", "init": "mixed", "schedule": "arccos", "sampler": "random"}
     student_role = "generator"
 
@@ -116,7 +124,8 @@ class DiMO(Method):
         x_t, mask = forward_mask(x_theta, ratio, teacher.mask_id, c.mask_count)
         with torch.no_grad(), ctx.autocast():
             z_phi = guided_logits(ctx.models["teacher"], x_t, cond, teacher.null_condition(cond), c.cfg_scale)
-            z_psi = ctx.models["aux"](x_t, cond)
+            with self.scoring_mode(ctx.models["aux"]):
+                z_psi = ctx.models["aux"](x_t, cond)
         logp_phi = F.log_softmax(z_phi.float() / c.teacher_temperature, -1)
         logp_psi = F.log_softmax(z_psi.float() / c.aux_temperature, -1)
         g = self.generator_gradient(logp_phi, logp_psi, mask)
@@ -124,7 +133,70 @@ class DiMO(Method):
         # Device tensors: the engine reads them at log steps, so a step never waits on the host.
         logs = {"divergence": ((div * mask).sum() / mask.sum().clamp(min=1)).detach(),
                 "grad_sq": (0.5 * (g ** 2).sum()).detach()}
+        self._accumulate_by_ratio(ratio, div, mask)
+        if getattr(ctx, "log", False):   # log steps only: a few reductions on tensors the step already has
+            logs.update(self.diagnostics(z_theta, x_theta, logp_phi, logp_psi, mask))
+            logs.update(self._divergence_by_ratio())
         return self.surrogate(g, z_theta), logs
+
+    @contextlib.contextmanager
+    def scoring_mode(self, aux):
+        """The aux's train/eval mode while it scores x_t: the teacher's (both eval, or both with dropout as the
+        official MaskGit script), or train; restored afterwards for the aux's own update."""
+        c = self.config
+        training = c.teacher_mode == "train" if c.aux_score_mode == "teacher" else True
+        was = aux.training
+        aux.train(training)
+        try:
+            yield
+        finally:
+            aux.train(was)
+
+    # -- diagnostics (docs/methods/dimo_diagnosis.md) ---------------------------------------------------
+    RATIO_BINS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+    def diagnostics(self, z_theta, x_theta, logp_phi, logp_psi, mask) -> dict:
+        """How well the aux tracks the generator and what the generator's samples look like (device tensors).
+
+        ``aux_ce`` / ``teacher_ce``: masked cross-entropy of the generator's tokens x_theta under the aux and the
+        teacher on the same x_t. x_theta is fresh for the aux (drawn before its update); an aux that tracks the
+        generator has aux_ce <= teacher_ce. ``aux_entropy - teacher_entropy`` > 0 on average means the FKL
+        gradient p_psi - p_phi pushes the generator's logits toward the teacher's modes (sharpening)."""
+        m = mask.float()
+        n = m.sum().clamp(min=1)
+        masked_mean = lambda v: (v * m).sum() / n
+        ce = lambda logp: masked_mean(-logp.gather(-1, x_theta[..., None]).squeeze(-1))
+        entropy = lambda logp: -(logp.exp() * logp).sum(-1)
+        logp_gen = F.log_softmax(z_theta.detach().float() / self.config.generator_temperature, -1)
+        same = (x_theta[:, None, :] == x_theta[None, :, :]).float().mean(-1)   # [B, B] share of equal tokens
+        b = x_theta.shape[0]
+        return {"diag/aux_ce": ce(logp_psi).detach(), "diag/teacher_ce": ce(logp_phi).detach(),
+                "diag/aux_entropy": masked_mean(entropy(logp_psi)).detach(),
+                "diag/teacher_entropy": masked_mean(entropy(logp_phi)).detach(),
+                "diag/generator_entropy": entropy(logp_gen).mean().detach(),
+                "diag/pairwise_hamming": (1 - (same.sum() - b) / max(b * (b - 1), 1)).detach(),
+                "diag/distinct_frac": torch.tensor(x_theta.unique(dim=0).shape[0] / b, device=x_theta.device)}
+
+    def _accumulate_by_ratio(self, ratio, div, mask) -> None:
+        """Per-sample divergence summed by mask-ratio bin since the last log step (no host sync)."""
+        per_sample = ((div * mask).sum(1) / mask.sum(1).clamp(min=1)).detach().double()
+        edges = torch.tensor(self.RATIO_BINS[1:-1], device=ratio.device, dtype=ratio.dtype)
+        idx = torch.bucketize(ratio, edges, right=True)
+        k = len(self.RATIO_BINS) - 1
+        if getattr(self, "_ratio_sums", None) is None or self._ratio_sums.device != per_sample.device:
+            self._ratio_sums = torch.zeros(2, k, dtype=torch.float64, device=per_sample.device)
+        self._ratio_sums[0].index_add_(0, idx, per_sample)
+        self._ratio_sums[1].index_add_(0, idx, torch.ones_like(per_sample))
+
+    def _divergence_by_ratio(self) -> dict:
+        """``div_t/<lo>-<hi>``: the mean divergence of samples whose x_t mask ratio fell in the bin (nan when none
+        did, written as null), then reset."""
+        sums, counts = self._ratio_sums
+        means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
+        bins = self.RATIO_BINS
+        out = {f"div_t/{bins[i]:.2f}-{bins[i + 1]:.2f}": means[i].clone() for i in range(len(bins) - 1)}
+        self._ratio_sums = None
+        return out
 
     def train_step(self, ctx):
         c = self.config
