@@ -126,6 +126,15 @@ class Codec:
         """Per-token code distributions ``[B, L, V]`` -> images (expected codebook vectors), differentiable."""
         raise NotImplementedError
 
+    def decode_with(self, tokens: Tensor, cond: Tensor) -> Tensor:
+        """``decode`` of tokens generated for conditions ``cond``. Decoders that read the condition (MaskGen's
+        TA-TiTok reads the prompt's text) override this; the default ignores it. Samples, grids and rewards call it."""
+        return self.decode(tokens)
+
+    def decode_soft_with(self, probs: Tensor, cond: Tensor) -> Tensor:
+        """``decode_soft`` for conditions ``cond`` (see ``decode_with``); the reward path calls it."""
+        return self.decode_soft(probs)
+
     def encode(self, images: Tensor) -> Tensor:
         """Images ``[B, C, H, W]`` in [0, 1] -> token grid ``[B, L]`` (the Table 6 'encoded noise' init)."""
         raise NotImplementedError(f"{type(self).__name__} has no encoder")

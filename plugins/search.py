@@ -56,7 +56,7 @@ class RewardSearch(Search):
 
     def reward(self, tokens, cond, teacher):
         with torch.no_grad():
-            return total_reward(self.rewards, teacher.decode(tokens), cond, teacher).cpu()
+            return total_reward(self.rewards, teacher.decode_with(tokens, cond), cond, teacher).cpu()
 
 
 class TTEO(RewardSearch):
@@ -90,7 +90,7 @@ class TTEO(RewardSearch):
             for _ in range(c.iters):
                 z = network(None, cond, inputs_embeds=e)
                 probs = (z.float() / c.soft_temperature).softmax(-1)
-                loss = -total_reward(self.rewards, teacher.decode_soft(probs), cond, teacher).sum()
+                loss = -total_reward(self.rewards, teacher.decode_soft_with(probs, cond), cond, teacher).sum()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

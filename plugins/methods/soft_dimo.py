@@ -148,7 +148,7 @@ class SoftDiMO(DiMO):
 
     def reward(self, z_theta, cond) -> Tensor:
         probs = (z_theta.float() / self.config.soft_temperature).softmax(-1)
-        return total_reward(self.rewards, self.teacher.decode_soft(probs), cond, self.teacher)
+        return total_reward(self.rewards, self.teacher.decode_soft_with(probs, cond), cond, self.teacher)
 
     def train_step(self, ctx):
         c = self.config
