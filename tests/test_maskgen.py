@@ -96,6 +96,10 @@ def test_decode_matches_official_tatitok_decoder(tmp_path, official):
     soft.sum().backward()
     assert torch.isfinite(logits.grad).all()
     assert t.decode(codes).shape == (2, 3, 16, 16)   # without conditions: the null prompt's text guidance
+    # the framework's conditioned hooks (rewards, samples, grids) pass the prompts to the decoder
+    torch.testing.assert_close(t.decode_with(codes, torch.tensor([0, 1])), images)
+    assert not torch.allclose(t.decode_with(codes, torch.tensor([2, 2])), images)
+    torch.testing.assert_close(t.decode_soft_with(logits.detach().softmax(-1), torch.tensor([0, 1])), soft.detach())
 
 
 def test_strict_loading_errors(tmp_path):

@@ -205,6 +205,13 @@ class MaskGenTeacher(Teacher):
         guide = self.text_guidance(cond, probs.shape[0], probs.device)
         return self.tatitok(probs.device).decode_soft(probs, guide).clamp(0, 1)
 
+    def decode_with(self, tokens: Tensor, cond: Tensor) -> Tensor:
+        """The TA-TiTok decoder reads the prompt's text: samples, grids and rewards decode with their prompts."""
+        return self.decode(tokens, cond)
+
+    def decode_soft_with(self, probs: Tensor, cond: Tensor) -> Tensor:
+        return self.decode_soft(probs, cond)
+
 
 def clip_text_states(model: nn.Module, ids: Tensor) -> dict[str, Tensor]:
     """open_clip text tower, as MaskGen's ``open_clip_text_encoding`` and the TA-TiTok README: penultimate block
