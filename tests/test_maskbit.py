@@ -333,3 +333,23 @@ def test_iteration_benchmark_smoke_run(tmp_path):
 def test_the_plugin_test_kit_accepts_maskbit(folder):
     from core.testing import check_teacher
     check_teacher("maskbit", {**TINY, "checkpoint": str(folder), "tokenizer": str(folder)})
+
+
+def test_an_image_folder_becomes_teacher_data(folder, tmp_path):
+    """``python -m plugins.teachers.maskbit.data``: ImageFolder -> LFQ codes and sorted-class labels -> dataset()."""
+    from PIL import Image
+    from plugins.teachers.maskbit.data import main
+    for c, name in enumerate(["n01", "n02"]):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(2):
+            pixels = (torch.rand(80, 96, 3, generator=torch.Generator().manual_seed(4 * c + i)) * 255).byte().numpy()
+            Image.fromarray(pixels).save(tmp_path / "imgs" / name / f"{i}.png")
+    out = tmp_path / "tokens.safetensors"
+    teacher_args = [a for a in engine_args(folder, tmp_path) if a.startswith("teacher.")]
+    assert main([f"images={tmp_path / 'imgs'}", f"out={out}", "device=cpu", *teacher_args]) == 0
+    data = load_file(str(out))
+    assert data["tokens"].shape == (4, POSITIONS) and data["labels"].tolist() == [0, 0, 1, 1]
+    tokens, labels = teacher_for(folder, data=str(out)).dataset()
+    assert tokens.shape == (4, POSITIONS * SPLITS) and torch.equal(labels, data["labels"])
+    assert main([f"images={tmp_path / 'nothing'}", f"out={out}"]) == 2
+    assert main([f"images={tmp_path / 'imgs'}", f"out={out}", "colour=red"]) == 2
