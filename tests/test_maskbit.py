@@ -353,3 +353,11 @@ def test_an_image_folder_becomes_teacher_data(folder, tmp_path):
     assert tokens.shape == (4, POSITIONS * SPLITS) and torch.equal(labels, data["labels"])
     assert main([f"images={tmp_path / 'nothing'}", f"out={out}"]) == 2
     assert main([f"images={tmp_path / 'imgs'}", f"out={out}", "colour=red"]) == 2
+
+
+def test_generic_sampler_fields_that_maskbit_replaces_are_refused():
+    from core.config import resolve
+    from core.errors import UserError as Err
+    with pytest.raises(Err, match="sampler.*cfg_scale.*guidance"):
+        resolve(["teacher=maskbit", "sampler=maskbit", "sampler.cfg_scale=3"])
+    assert resolve(["teacher=maskbit", "method=dimo", "sampler.guidance=4.0"])["sampler"]["guidance"] == 4.0

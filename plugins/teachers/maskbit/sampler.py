@@ -14,7 +14,7 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from plugins.samplers import ParallelSampler, SamplerConfig, uniform
 
@@ -28,6 +28,16 @@ class MaskBitSamplerConfig(SamplerConfig):
     randomize_temperature: float = Field(7.8, ge=0, description="Gumbel noise on log-confidences, times 1 - (i+1)/S")
     annealing: bool = Field(False, description="softmax temperature 0.5 + 0.8 (1 - (i+1)/S) (use_sampling_annealing)")
     temperature: float = Field(1.0, gt=0, description="softmax temperature (softmax_temperature)")
+
+    @model_validator(mode="after")
+    def _own_rules(self):
+        """The generic fields MaskBit's rules replace must keep their defaults (a silent no-op would mislead)."""
+        replaced = {"cfg_scale": (1.0, "guidance"), "cfg_schedule": ("constant", "guidance_annealing"),
+                    "temperature_end": (None, "annealing"), "step_counts": ("cumulative", "the official counts")}
+        for name, (default, instead) in replaced.items():
+            if getattr(self, name) != default:
+                raise ValueError(f"{name}={getattr(self, name)!r} does not apply to sampler=maskbit; use {instead}")
+        return self
 
 
 class MaskBitSampler(ParallelSampler):
