@@ -96,8 +96,9 @@ class Suite(Spec):
     teacher_steps: list[int] = Field([1, 2, 4, 8, 16], description="teacher sampling step counts")
     samplers: list[SamplerSpec] = Field(default_factory=list)
     methods: list[MethodSpec] = Field(default_factory=list)
-    other_methods: bool = Field(True, description="add every other installed method that declares itself "
-                                                  "applicable to the teacher, with its defaults and recipe")
+    other_methods: bool = Field(True, description="add every other installed method that declares it belongs "
+                                                  "to this suite (Method.suites) and is applicable to the "
+                                                  "teacher, with its defaults and recipe")
     exclude: list[str] = Field(["mdm"], description="methods never added by other_methods (mdm trains "
                                                     "teachers: it is the Teacher rows)")
     trainer: dict[str, Any] = Field(default_factory=dict, description="trainer overrides for every method")
@@ -293,8 +294,9 @@ def _teacher_class(section: dict):
     return lookup("teacher", section["name"])
 
 
-def applicable_methods(teacher_section: dict, exclude: list[str]) -> list[str]:
-    """Installed methods that distil a given teacher and declare themselves applicable to it."""
+def applicable_methods(teacher_section: dict, exclude: list[str], suite: str) -> list[str]:
+    """Installed methods that declare they belong to ``suite`` (``Method.suites``, never inherited), distil a
+    given teacher and declare themselves applicable to it."""
     from registry import get_registry
     teacher_cls = _teacher_class(teacher_section)
     cfg = {k: v for k, v in teacher_section.items() if k != "name"}
@@ -302,7 +304,7 @@ def applicable_methods(teacher_section: dict, exclude: list[str]) -> list[str]:
     out = []
     for name in get_registry().names("method"):
         cls = get_registry().get("method", name)
-        if name in exclude or not getattr(cls, "needs_teacher_weights", True):
+        if name in exclude or not cls.needs_teacher_weights or not cls.belongs_to(suite):
             continue
         try:
             ok = cls.applicable(teacher)
@@ -318,7 +320,7 @@ def _method_specs(suite: Suite, teacher: dict) -> list[MethodSpec]:
     specs = list(suite.methods)
     if suite.other_methods:
         named = {s.config["method"]["name"] for s in specs}
-        for name in applicable_methods(teacher, suite.exclude):
+        for name in applicable_methods(teacher, suite.exclude, suite.name):
             if name not in named:
                 specs.append(MethodSpec(label=name, id=name, config={"method": name}))
     return specs

@@ -205,7 +205,8 @@ def resolve_dict(user: dict) -> dict:
                         f"{', '.join(list(CORE_SECTIONS) + list(groups))}")
 
     layered: dict = {"trainer": dict(method_cls.trainer_defaults)}
-    recipe = getattr(teacher_cls, "recipes", {}).get(method_name, {})
+    recipes = getattr(teacher_cls, "recipes", {})
+    recipe = next((recipes[k] for k in method_cls.recipe_names(method_name) if k in recipes), {})
     layered = merge(layered, recipe)
     layered = merge(layered, user)
 

@@ -118,27 +118,41 @@ def test_builtin_digits_suite_grid_follows_the_paper_groups():
     assert len(by_id) == len(grid)
 
 
-def test_other_installed_applicable_methods_join_the_suite(monkeypatch):
+def test_other_installed_methods_join_the_suites_they_declare(monkeypatch):
     from core.interfaces import Method
+    from plugins.methods.dimo import DiMO
     from registry import get_registry
     from registry.registry import PluginInfo
 
     class NeedsData(Method):
         needs_data = True
         sample_steps = (1, 4)
+        suites = ("digits",)
 
     class NotForDigits(Method):
+        suites = ("digits",)
+
         @classmethod
         def applicable(cls, teacher):
             return type(teacher).__name__ != "DigitsTeacher"
+
+    class MyDiMO(DiMO):   # inherits Di[M]O's recipe, not its suites
+        pass
 
     reg = get_registry()
     monkeypatch.setitem(reg.entries["method"], "fake_two_step", PluginInfo(
         "method", "fake_two_step", NeedsData, "fake", "fake-dist", "1.0"))
     monkeypatch.setitem(reg.entries["method"], "fake_not_digits", PluginInfo(
         "method", "fake_not_digits", NotForDigits, "fake", "fake-dist", "1.0"))
+    monkeypatch.setitem(reg.entries["method"], "my_dimo", PluginInfo(
+        "method", "my_dimo", MyDiMO, "fake", "fake-dist", "1.0"))
     ids = {e.id for e in entries(load_suite("digits", {"performance": None}))}
     assert {"fake_two_step-1step-seed0", "fake_two_step-4step-seed0"} <= ids   # one entry per sample_steps
+    assert not any(i.startswith("my_dimo") for i in ids)                       # declared no suite
+    from core.config import resolve
+    mine, builtin = resolve(["method=my_dimo"]), resolve(["method=dimo"])
+    assert mine["method"] == {**builtin["method"], "name": "my_dimo"}          # the Di[M]O digits recipe
+    assert mine["trainer"] == builtin["trainer"] and mine["trainer"]["steps"] == 800
     assert not any(i.startswith("fake_not_digits") for i in ids)               # declared itself not applicable
     assert not any(i.startswith("mdm") for i in ids)                           # trains teachers: the Teacher rows
 

@@ -185,6 +185,8 @@ class Di4CConfig(PluginConfig):
 class Di4C(Method):
     Config = Di4CConfig
     uses = ("schedule", "sampler")
+    recipe = "di4c"
+    suites = ("digits",)
     defaults = {"schedule": "arccos", "sampler": "random"}
     needs_data = True
     teacher_calls_per_step = 1   # one teacher forward on x_t gives the distillation targets and the step

@@ -33,6 +33,7 @@ class MDM(Method):
         eval_sampler_steps: int = Field(16, gt=0, description="sampler steps of generate() when none are given")
 
     uses = ("schedule", "sampler")
+    recipe = "mdm"
     defaults = {"schedule": "arccos", "sampler": "random"}
     needs_data = True
     needs_teacher_weights = False

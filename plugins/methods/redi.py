@@ -113,6 +113,8 @@ class ReDiConfig(PluginConfig):
 class ReDi(Method):
     Config = ReDiConfig
     uses = ("sampler",)
+    recipe = "redi"
+    suites = ("digits",)
     defaults = {"sampler": "random"}
     needs_data = False               # pairs come from the teacher's sampler, not from data
     teacher_calls_per_step = 0       # all teacher and student sampling happens in the offline stage

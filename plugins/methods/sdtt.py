@@ -98,6 +98,8 @@ def divergence_value(name: str, logp_teacher: Tensor, logp_student: Tensor) -> T
 class SDTT(Method):
     Config = SDTTConfig
     uses = ("sampler",)
+    recipe = "sdtt"
+    suites = ("digits",)
     defaults = {"sampler": "random"}
     needs_data = True                  # x_t is real data noised by q(x_t | x_0), as the official code
     teacher_calls_per_step = 2         # K sequential no-grad round-teacher forwards (CFG doubles the batch)
