@@ -423,7 +423,22 @@ class Method(Plugin):
     needs_teacher_weights: ClassVar[bool] = True   # False for methods that train a teacher from scratch
     sample_steps: ClassVar[tuple[int, ...]] = (1,)  # step counts its student samples at (evaluation rows)
     teacher_calls_per_step: ClassVar[int] = 1       # declared cost: teacher forwards per training step
+    recipe: ClassVar[Optional[str]] = None           # the teacher recipe it uses when the teacher has none under
+                                                     # its registered name; inherited (a DiMO subclass: "dimo")
+    suites: ClassVar[tuple[str, ...]] = ()           # benchmark suites whose other_methods rows include it;
+                                                     # declared per class, never inherited (see belongs_to)
     offline_stages: ClassVar[tuple[str, ...]] = ()  # e.g. ("pair_generation",): cached stages before training
+
+    @classmethod
+    def belongs_to(cls, suite: str) -> bool:
+        """Whether the class itself declares ``suite``: a subclass joins a suite only by declaring it."""
+        return suite in cls.__dict__.get("suites", ())
+
+    @classmethod
+    def recipe_names(cls, name: str) -> list[str]:
+        """Recipe keys to look up in a teacher's recipes, first match wins: the registered name, then the
+        nearest declared ``recipe`` up the class hierarchy."""
+        return [name] + [c.__dict__["recipe"] for c in cls.__mro__ if c.__dict__.get("recipe")]
 
     @classmethod
     def applicable(cls, teacher: Teacher) -> bool:

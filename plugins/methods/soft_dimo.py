@@ -103,6 +103,8 @@ class SoftDiMOConfig(DiMOConfig):
 class SoftDiMO(DiMO):
     Config = SoftDiMOConfig
     uses = DiMO.uses + ("discriminator",)
+    recipe = "soft_dimo"
+    suites = ("digits",)
     defaults = {**DiMO.defaults, "discriminator": "trunk"}
 
     def __init__(self, config):
