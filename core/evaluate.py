@@ -125,7 +125,8 @@ def evaluate_models(models: list[tuple[str, int, Callable]], teacher: Teacher, e
         samples[f"{name}@{steps}"] = s
         if run_dir is not None:
             from core.images import save_grid
-            save_grid(s.images, s.labels, run_dir / f"samples_{name}_{steps}step.png")
+            save_grid(s.images, s.labels, run_dir / f"samples_{name}_{steps}step.png",
+                      captions=teacher.captions(s.labels.unique(sorted=True)))   # None without text
     return rows, samples
 
 

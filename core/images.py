@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +24,34 @@ def class_grid(images: Tensor, labels: Tensor, per_class: int = 10, upscale: int
     return make_grid(batch, nrow=per_class, padding=2, pad_value=0.5)
 
 
-def save_grid(images: Tensor, labels: Tensor, path: Path, per_class: int = 10) -> Path:
+def save_grid(images: Tensor, labels: Tensor, path: Path, per_class: int = 10,
+              captions: Optional[list[str]] = None, max_captioned_rows: int = 16) -> Path:
+    """One row per condition; with ``captions`` (one per condition, in sorted label order: the prompts of a
+    text-to-image teacher) the first ``max_captioned_rows`` rows are drawn with their caption under them."""
+    if captions is not None:
+        return _save_captioned(images, labels, path, per_class, captions, max_captioned_rows)
     from torchvision.utils import save_image
     save_image(class_grid(images, labels, per_class, _upscale(images)), str(path))
+    return path
+
+
+def _save_captioned(images: Tensor, labels: Tensor, path: Path, per_class: int, captions: list[str],
+                    max_rows: int) -> Path:
+    import textwrap
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = labels.unique(sorted=True).tolist()[:max_rows]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(min(1.6 * per_class, 16), 2.1 * len(rows)), squeeze=False)
+    for ax, c, text in zip(axes[:, 0], rows, captions):
+        pick = labels == c
+        ax.imshow(class_grid(images[pick], labels[pick], per_class, _upscale(images)).permute(1, 2, 0).numpy())
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_xlabel(textwrap.fill(text, 110), fontsize=8)   # the caption under its row
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path
 
 

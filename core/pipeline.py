@@ -38,6 +38,16 @@ def main_job(resolved: dict) -> dict:
     return summary
 
 
+def conditions_record(teacher) -> dict:
+    """The prompts the samples were drawn for (text-to-image teachers), recorded in results.json."""
+    import torch
+    cond = torch.arange(teacher.num_classes) if teacher.num_classes else None
+    prompts = teacher.captions(cond) if cond is not None else None
+    if prompts is None:
+        return {}
+    return {"prompts": list(prompts), "null_prompt": teacher.captions(teacher.null_condition(cond[:1]))[0]}
+
+
 def evaluate_run(resolved: dict, run_dir: Path) -> list[dict]:
     device = dist.compute_device(resolved["trainer"]["device"])
     method, teacher, student, _ = load_student(str(run_dir), device)
@@ -57,7 +67,7 @@ def evaluate_run(resolved: dict, run_dir: Path) -> list[dict]:
             models.append((resolved["method"]["name"], k,
                            lambda c, g, k=k: method.generate(student, c, g, steps=k)))
     rows, samples = evaluate_models(models, teacher, eval_cfg, run_dir)
-    path = write_results(run_dir / "results.json", rows, resolved)
+    path = write_results(run_dir / "results.json", rows, resolved, conditions_record(teacher))
     print(format_table(rows))
     print(f"dimo: results in {path}")
     if method.needs_teacher_weights and "teacher@16" in samples:

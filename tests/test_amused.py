@@ -306,7 +306,10 @@ def test_core_run_dimo_and_soft_dimo_on_amused(tmp_path, folder, zero):
     # Di[M]O with the text-to-image evaluation: teacher at 2 steps and student at 1, CLIP score per prompt
     dimo_run = run_dimo(tmp_path / "dimo", folder, "dimo", zero, "eval.samples_per_class=1", "eval.teacher_steps=[2]",
                         f"teacher.eval_clip={clip}")
-    rows = json.loads((dimo_run / "results.json").read_text())["rows"]
+    results = json.loads((dimo_run / "results.json").read_text())
+    assert results["prompts"] == list(BUILTIN_PROMPTS) and results["null_prompt"] == ""
+    assert (dimo_run / "samples_student_1step.png").is_file()   # prompts under their rows
+    rows = results["rows"]
     assert [(r["model"], r["steps"]) for r in rows] == [("teacher", 2), ("student", 1)]
     assert all(0 <= r["clip_score"] <= 100 for r in rows)
     soft_run = run_dimo(tmp_path / "soft", folder, "soft_dimo", zero, f"method.init_from={dimo_run}",

@@ -117,3 +117,18 @@ def test_hps_metric_averages_the_style_means(monkeypatch):
     plain = EvalData(None, None, samples=Samples(torch.zeros(4, 3, 2, 2), labels),
                      evaluator=TextImageEvaluator(PromptSet(["a0", "a1", "p0"]), ("hps",)))
     assert build("metric", "hps").compute(plain) == pytest.approx({"hps": 100 * 0.4 / 4})
+
+
+def test_grids_show_prompts_under_their_rows(tmp_path):
+    from PIL import Image
+    from core.images import save_grid
+    images, labels = torch.rand(6, 3, 8, 8), torch.tensor([0, 0, 1, 1, 2, 2])
+    plain = save_grid(images, labels, tmp_path / "plain.png", per_class=2)
+    captioned = save_grid(images, labels, tmp_path / "captioned.png", per_class=2,
+                          captions=["a red apple", "a lighthouse", "an astronaut"])
+    w, h = Image.open(plain).size
+    cw, ch = Image.open(captioned).size
+    assert ch > h   # rows spaced for their captions (matplotlib figure), the plain grid unchanged
+    only_two = save_grid(images, labels, tmp_path / "two.png", per_class=2, captions=["a", "b", "c"],
+                         max_captioned_rows=2)
+    assert Image.open(only_two).size[1] < ch
