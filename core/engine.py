@@ -140,6 +140,11 @@ class Trainer:
         ctx = SetupContext(teacher=self.teacher, plugins=self.method.plugins, device=self.device,
                            world_size=self.world, rank=self.rank, micro_batch=self.micro, teacher_network=teacher_net)
         self.roles = self.method.setup(ctx)
+        changed = [n for n, r in self.roles.items() if r.checkpointed and not r.trainable]
+        if changed and self.tcfg["zero_stage"] == 3:   # copy_weights into a sharded frozen role is not supported
+            name = self.cfg["method"]["name"]
+            raise UserError(f"method '{name}' copies weights into its frozen role(s) {', '.join(changed)}, which "
+                            f"trainer.zero_stage=3 shards; valid trainer.zero_stage for {name}: 0, 1, 2")
         # EMA copies are taken before DeepSpeed wraps (and, under ZeRO-3, partitions) the modules.
         self.emas = {n: copy.deepcopy(r.module).to(self.device).eval().requires_grad_(False)
                      for n, r in self.roles.items() if r.ema_decay}
@@ -157,6 +162,12 @@ class Trainer:
     def _module(self, name: str) -> nn.Module:
         model = self.models[name]
         return model.module if hasattr(model, "module") else model
+
+    def _copy_weights(self, dst: str, src: str) -> None:
+        """Role ``dst``'s weights := role ``src``'s (e.g. SDTT's round teacher := the student), in place."""
+        source = self._module(src)
+        with torch.no_grad(), zero3_gather(source, self.tcfg["zero_stage"] == 3):
+            self._module(dst).load_state_dict(source.state_dict())
 
     # -- the loop --------------------------------------------------------------------------------
     def _autocast(self):
@@ -245,7 +256,8 @@ class Trainer:
             self._grad_logs: dict[str, Any] = {}
             self.health.step = step
             self._logging = (step + 1) % self.tcfg["log_every"] == 0 or step + 1 == steps
-            ctx = StepContext(step=step, models=self.models, update=self._update,
+            ctx = StepContext(step=step, models=self.models, update=self._update, module=self._module,
+                              copy_weights=self._copy_weights,
                               batch=self._batch(step) if self.data is not None else None,
                               device=self.device, autocast=self._autocast, log=self._logging)
             try:

@@ -406,6 +406,16 @@ class StepContext:
     device: torch.device = torch.device("cpu")
     autocast: Callable[[], Any] = field(default=lambda: torch.autocast("cpu", enabled=False))
     log: bool = False                     # this step's logs are recorded: methods may add costlier diagnostics
+    # Role handles, so that no method unwraps a DeepSpeed engine (defaults for contexts built without one):
+    module: Optional[Callable[[str], nn.Module]] = None       # the bare network of a role (a forward that must
+                                                              # not arm the engine's backward hooks)
+    copy_weights: Optional[Callable[[str, str], None]] = None  # copy_weights(dst, src): dst's weights := src's
+
+    def __post_init__(self):
+        if self.module is None:
+            self.module = lambda name: self.models[name]
+        if self.copy_weights is None:
+            self.copy_weights = lambda dst, src: self.models[dst].load_state_dict(self.models[src].state_dict())
 
 
 class Method(Plugin):
@@ -422,7 +432,6 @@ class Method(Plugin):
     student_role: ClassVar[str] = "generator"
     needs_teacher_weights: ClassVar[bool] = True   # False for methods that train a teacher from scratch
     sample_steps: ClassVar[tuple[int, ...]] = (1,)  # step counts its student samples at (evaluation rows)
-    teacher_calls_per_step: ClassVar[int] = 1       # declared cost: teacher forwards per training step
     recipe: ClassVar[Optional[str]] = None           # the teacher recipe it uses when the teacher has none under
                                                      # its registered name; inherited (a DiMO subclass: "dimo")
     suites: ClassVar[tuple[str, ...]] = ()           # benchmark suites whose other_methods rows include it;

@@ -304,3 +304,15 @@ def test_baseline_trains_through_the_engine_and_samples_at_its_steps(tiny_teache
         assert any(not torch.equal(start[k], moved[k].cpu()) for k in start)
     if name == "redi":
         assert [h["phase"] for h in history] == [0, 1, 1]
+
+
+@pytest.mark.parametrize("name", ["sdtt", "redi"])
+def test_methods_that_copy_into_frozen_roles_refuse_zero3_before_training(tiny_teacher, tmp_path, name):
+    from core.config import resolve
+    from core.engine import Trainer
+    cfg = resolve([f"method={name}", "trainer.steps=2", "trainer.batch_size=4", "trainer.zero_stage=3",
+                   f"trainer.output_dir={tmp_path}", *ENGINE_RUNS[name], *tiny_teacher])
+    with pytest.raises(UserError, match=f"method '{name}' copies weights into its frozen role.*valid "
+                                        f"trainer.zero_stage for {name}: 0, 1, 2"):
+        Trainer(cfg).train()
+    assert not (tmp_path / "checkpoints").exists()

@@ -189,7 +189,6 @@ class Di4C(Method):
     suites = ("digits",)
     defaults = {"schedule": "arccos", "sampler": "random"}
     needs_data = True
-    teacher_calls_per_step = 1   # one teacher forward on x_t gives the distillation targets and the step
     sample_steps = (1, 2, 4)
     student_role = "student"
 

@@ -28,7 +28,6 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from core import stages
-from core.errors import UserError
 from core.interfaces import Method, PluginConfig, Role
 from core.masking import guided_logits
 from registry import hookimpl
@@ -117,7 +116,6 @@ class ReDi(Method):
     suites = ("digits",)
     defaults = {"sampler": "random"}
     needs_data = False               # pairs come from the teacher's sampler, not from data
-    teacher_calls_per_step = 0       # all teacher and student sampling happens in the offline stage
     offline_stages = ("pair_generation",)
     sample_steps = (1, 4)
     student_role = "student"
@@ -215,11 +213,7 @@ class ReDi(Method):
     def ensure_pairs(self, ctx, phase: int) -> None:
         if self.pairs_phase == phase:
             return
-        source = ctx.models["pair_source"]
-        if hasattr(source, "module"):
-            raise UserError("redi copies the student into its pair generator, which trainer.zero_stage=3 shards; "
-                            "valid trainer.zero_stage for redi: 0, 1, 2")
-        self.pairs, self.pairs_phase = self.pair_stage(source, phase), phase
+        self.pairs, self.pairs_phase = self.pair_stage(ctx.models["pair_source"], phase), phase
 
     def train_step(self, ctx):
         c, teacher, device = self.config, self.teacher, ctx.device
@@ -234,16 +228,9 @@ class ReDi(Method):
             logits = ctx.models["student"](x_t, cond, source=source)
         loss = F.cross_entropy(logits.float().flatten(0, 1), x_1.flatten(), label_smoothing=c.label_smoothing)
         ctx.update("student", loss)
-        if self.phase_ends(ctx.step):
-            self.promote_student(ctx)
+        if self.phase_ends(ctx.step):   # the student becomes the next phase's pair generator (checkpointed)
+            ctx.copy_weights("pair_source", "student")
         return {"loss": loss.item(), "phase": float(phase)}
-
-    @staticmethod
-    def promote_student(ctx) -> None:
-        """At a phase's last step the student becomes the next phase's pair generator (checkpointed)."""
-        student = ctx.models["student"]
-        student = student.module if hasattr(student, "module") else student
-        ctx.models["pair_source"].load_state_dict(student.state_dict())
 
     # -- sampling --------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from core.errors import UserError
 from core.interfaces import Method, PluginConfig, Role
 from core.masking import forward_mask, guided_logits
 from plugins.divergences import FDivergence, ForwardKL, ReverseKL
@@ -102,7 +101,6 @@ class SDTT(Method):
     suites = ("digits",)
     defaults = {"sampler": "random"}
     needs_data = True                  # x_t is real data noised by q(x_t | x_0), as the official code
-    teacher_calls_per_step = 2         # K sequential no-grad round-teacher forwards (CFG doubles the batch)
     sample_steps = (1, 2, 4, 8)
     student_role = "student"
 
@@ -159,9 +157,6 @@ class SDTT(Method):
     def train_step(self, ctx):
         tokens, cond = ctx.batch
         round_, round_teacher = self.round_of(ctx.step), ctx.models["round_teacher"]
-        if hasattr(round_teacher, "module"):
-            raise UserError("sdtt copies the student into its round teacher, which trainer.zero_stage=3 shards; "
-                            "valid trainer.zero_stage for sdtt: 0, 1, 2")
         x_t, j = self.noised_data(tokens, round_)
         with torch.no_grad(), ctx.autocast():
             target = self.teacher_targets(round_teacher, x_t, cond, round_, j)
@@ -171,7 +166,7 @@ class SDTT(Method):
         loss = self.loss(target, logits, x_t == self.teacher.mask_id)
         ctx.update("student", loss)
         if self.round_ends(ctx.step):
-            self.promote_student(ctx)
+            ctx.copy_weights("round_teacher", "student")
         return {"loss": loss.item(), "round": float(round_)}
 
     def round_ends(self, step: int) -> bool:
@@ -179,12 +174,6 @@ class SDTT(Method):
         round teacher and a resumed run needs no state beyond the step."""
         done = step + 1
         return done % self.config.steps_per_round == 0 and done // self.config.steps_per_round < self.rounds
-
-    @staticmethod
-    def promote_student(ctx) -> None:
-        student = ctx.models["student"]
-        student = student.module if hasattr(student, "module") else student
-        ctx.models["round_teacher"].load_state_dict(student.state_dict())
 
     # -- sampling --------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -143,7 +143,7 @@ class SoftDiMO(DiMO):
     def gan_loss(self, ctx, z_theta, cond) -> Tensor:
         """Non-saturating generator loss -log sigmoid D(Emb(z)_r); D's parameters record no gradient. The bare
         module is called: a DeepSpeed engine's forward arms backward hooks that only its own backward may fire."""
-        disc = getattr(ctx.models["discriminator"], "module", ctx.models["discriminator"])
+        disc = ctx.module("discriminator")
         with no_param_grad(disc), ctx.autocast():
             d_fake = self.discriminate(disc, soft_embed(z_theta, self.table, self.config.soft_temperature), cond)
         return F.softplus(-d_fake).mean()
