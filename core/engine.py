@@ -14,11 +14,12 @@ from torch import nn
 from tqdm import tqdm
 
 from core import checkpoint, distributed as dist
-from core.config import config_hash, section_config, to_yaml
+from core.config import config_hash, to_yaml
 from core.errors import UserError
 from core.export import save_student
+from core.factory import build_method, build_plugins  # noqa: F401  (build_plugins: re-exported)
 from core.health import Health
-from core.interfaces import Method, Role, SetupContext, StepContext, Teacher
+from core.interfaces import Role, SetupContext, StepContext
 from core.tracking import MetricLogger
 
 
@@ -35,23 +36,6 @@ def run_dir_for(resolved: dict) -> Path:
     if out:
         return Path(out)
     return Path("runs") / f"{resolved['method']['name']}-{resolved['teacher']['name']}-{config_hash(resolved)}"
-
-
-def build_plugins(resolved: dict, kinds) -> dict:
-    plugins = {}
-    for kind in kinds:
-        cls, cfg = section_config(resolved, kind)
-        plugins[kind] = cls(cfg)
-    return plugins
-
-
-def build_method(resolved: dict) -> tuple[Method, Teacher]:
-    teacher_cls, teacher_cfg = section_config(resolved, "teacher")
-    teacher = teacher_cls(teacher_cfg)
-    method_cls, method_cfg = section_config(resolved, "method")
-    method = method_cls(method_cfg)
-    method.attach(teacher, build_plugins(resolved, method_cls.uses))
-    return method, teacher
 
 
 def seed_step(seed: int, step: int, rank: int) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 from core.checkpoint import atomic_save_safetensors, atomic_write_text, load_state_checked
 from core.config import config_hash, resolve_dict
 from core.errors import UserError
+from core.factory import build_method
 
 
 def versions() -> dict:
@@ -38,8 +39,6 @@ def save_student(module: nn.Module, resolved: dict, run_dir: Path, used_ema: boo
 def load_student(checkpoint: str, device=None):
     """``checkpoint``: a run folder or its ``student.safetensors``. Returns (method, teacher, network, config),
     the network on ``device`` (default: CPU)."""
-    from core.engine import build_method
-
     p = Path(checkpoint)
     weights = p / "student.safetensors" if p.is_dir() else p
     card = weights.with_name("student.json")

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from core import distributed as dist
 from core.config import resolve_dict
-from core.engine import Trainer, build_method
+from core.engine import Trainer
 from core.evaluate import evaluate_models, format_table, write_results
 from core.export import load_student
+from core.factory import build_method
 
 
 def pretrain_teacher_if_needed(resolved: dict) -> None:
