@@ -17,6 +17,8 @@ from registry import hookimpl
 
 class MDM(Method):
     class Config(PluginConfig):
+        # The optimiser fields repeat sdtt's, di4c's and redi's by name on purpose (duplicates flags them): each
+        # method's defaults and their sources differ, and one Role consumes them all.
         lr: float = Field(1e-3, gt=0, description="AdamW lr (betas 0.9, 0.96 as MaskGIT-pytorch)")
         warmup_steps: int = Field(100, ge=0, description="linear warm-up steps, then constant")
         weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
