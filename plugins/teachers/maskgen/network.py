@@ -143,6 +143,10 @@ class TATiTokArch(BaseModel):
     codebook_size: int = Field(8192, gt=0)
     text_len: int = Field(77, gt=0, description="text_context_length")
     text_dim: int = Field(768, gt=0, description="text_embed_dim")
+    enc_width: int = Field(768, gt=0, description="encoder width (vit_enc_model_size base: 768)")
+    enc_layers: int = Field(12, gt=0, description="encoder blocks (base: 12)")
+    enc_heads: int = Field(12, gt=0, description="encoder heads (base: 12)")
+    enc_patch: int = Field(16, gt=0, description="vit_enc_patch_size")
 
     @model_validator(mode="after")
     def _heads_divide(self):
@@ -153,14 +157,18 @@ class TATiTokArch(BaseModel):
     @classmethod
     def from_official(cls, config: dict) -> "TATiTokArch":
         vq = config["model"]["vq_model"]
-        size = vq.get("vit_dec_model_size", "large")
-        width, layers, heads = {"small": (512, 8, 8), "base": (768, 12, 12), "large": (1024, 24, 16)}[size]
-        if vq.get("is_legacy", True) or vq.get("quantize_mode", "vq") != "vq":
-            raise ValueError("only the VQ TA-TiTok with is_legacy=False (RGB head) is a MaskGen-VQ decoder")
+        sizes = {"small": (512, 8, 8), "base": (768, 12, 12), "large": (1024, 24, 16)}
+        width, layers, heads = sizes[vq.get("vit_dec_model_size", "large")]
+        enc_width, enc_layers, enc_heads = sizes[vq.get("vit_enc_model_size", "base")]
+        if vq.get("is_legacy", True) or vq.get("quantize_mode", "vq") != "vq" or vq.get("use_l2_norm", False):
+            raise ValueError("only the VQ TA-TiTok with is_legacy=False (RGB head) and no l2-normalised codebook "
+                             "is a MaskGen-VQ tokenizer")
         return cls(width=width, layers=layers, heads=heads, image_size=config["dataset"]["preprocessing"]["crop_size"],
                    patch=vq.get("vit_dec_patch_size", 16), latent_tokens=vq["num_latent_tokens"],
                    token_size=vq["token_size"], codebook_size=vq["codebook_size"],
-                   text_len=vq.get("text_context_length", 77), text_dim=vq.get("text_embed_dim", 768))
+                   text_len=vq.get("text_context_length", 77), text_dim=vq.get("text_embed_dim", 768),
+                   enc_width=enc_width, enc_layers=enc_layers, enc_heads=enc_heads,
+                   enc_patch=vq.get("vit_enc_patch_size", 16))
 
 
 class ResidualBlock(nn.Module):
@@ -216,14 +224,52 @@ class TATiTokDecoder(nn.Module):
         return self.conv_out(self.ffn[1](x))
 
 
+class TATiTokEncoder(nn.Module):
+    """ViT encoder: [class + patches + positions] ‖ [learned latent tokens + positions] -> blocks -> the latent
+    positions -> LayerNorm -> 1x1 conv to the codebook vector size (``is_legacy=False`` token-major layout)."""
+
+    def __init__(self, a: TATiTokArch):
+        super().__init__()
+        w, self.grid = a.enc_width, a.image_size // a.enc_patch
+        self.patch_embed = nn.Conv2d(3, w, a.enc_patch, stride=a.enc_patch)
+        self.class_embedding = nn.Parameter(w ** -0.5 * torch.randn(1, w))
+        self.positional_embedding = nn.Parameter(w ** -0.5 * torch.randn(self.grid ** 2 + 1, w))
+        self.latent_token_positional_embedding = nn.Parameter(w ** -0.5 * torch.randn(a.latent_tokens, w))
+        self.ln_pre = nn.LayerNorm(w)
+        self.transformer = nn.ModuleList(ResidualBlock(w, a.enc_heads) for _ in range(a.enc_layers))
+        self.ln_post = nn.LayerNorm(w)
+        self.conv_out = nn.Conv2d(w, a.token_size, 1)
+
+    def forward(self, pixels: Tensor, latent_tokens: Tensor) -> Tensor:
+        """Images in [0, 1] ``[B, 3, H, W]`` -> continuous latent tokens ``[B, N, token_size]``."""
+        b = pixels.shape[0]
+        x = self.patch_embed(pixels).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_embedding.expand(b, 1, -1), x], 1) + self.positional_embedding
+        latents = latent_tokens.expand(b, -1, -1) + self.latent_token_positional_embedding
+        x = self.ln_pre(torch.cat([x, latents], 1))
+        for block in self.transformer:
+            x = block(x)
+        x = self.ln_post(x[:, 1 + self.grid ** 2:])
+        return self.conv_out(x.transpose(1, 2)[..., None])[..., 0].transpose(1, 2)   # a 1x1 conv per token
+
+
 class TATiTokVQ(nn.Module):
-    """The decoding half of TA-TiTok VQ: codebook (``quantize.embedding``) and ``decoder``."""
+    """TA-TiTok VQ: ``encoder`` + ``latent_tokens``, the codebook (``quantize.embedding``) and ``decoder``."""
 
     def __init__(self, arch: TATiTokArch):
         super().__init__()
+        self.encoder = TATiTokEncoder(arch)
+        self.latent_tokens = nn.Parameter(arch.enc_width ** -0.5 * torch.randn(arch.latent_tokens, arch.enc_width))
         self.decoder = TATiTokDecoder(arch)
         self.quantize = nn.Module()
         self.quantize.embedding = nn.Embedding(arch.codebook_size, arch.token_size)
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Images in [0, 1] -> the nearest codes of the latent tokens ``[B, N]`` (fp32, as the official quantizer)."""
+        z = self.encoder(images.float(), self.latent_tokens).float()
+        codebook = self.quantize.embedding.weight.float()
+        d = (z ** 2).sum(-1, keepdim=True) + (codebook ** 2).sum(-1) - 2 * z @ codebook.t()
+        return d.argmin(-1)
 
     def decode_tokens(self, tokens: Tensor, text_guidance: Tensor) -> Tensor:
         return self.decoder(self.quantize.embedding(tokens.reshape(tokens.shape[0], -1)), text_guidance)

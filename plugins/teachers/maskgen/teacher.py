@@ -3,8 +3,8 @@ text-to-image teacher of the paper's Table 3.
 
 Files (huggingface_hub ``PyTorchModelHubMixin`` layout: ``config.json`` = the OmegaConf dict, ``model.safetensors``):
   * generator ``turkeyju/generator_maskgen_vq_l`` (or ``_xl``), or a local folder / file;
-  * tokenizer ``turkeyju/tokenizer_tatitok_bl128_vq``; only its decoder and codebook are used (the encoder's
-    keys are checked by name and skipped);
+  * tokenizer ``turkeyju/tokenizer_tatitok_bl128_vq``: encoder (real tokens for the GAN head), codebook and
+    decoder, loaded strictly;
   * text tower: open_clip ``ViT-L-14-336`` with the ``openai`` weights (MaskGen reads the penultimate token
     states and the pooled projection; the TA-TiTok decoder reads the final ``ln_final`` token states).
 
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from core.checkpoint import load_state_checked
 from core.errors import UserError
 from core.interfaces import Teacher
-from plugins.prompts import TextConditioner, TextToImageConfig, load_prompts
+from plugins.prompts import TextConditioner, TextToImageConfig, caption_dataset, load_prompts
 from plugins.teachers.amused.loading import read_json, read_safetensors
 from plugins.teachers.maskgen.network import MaskGenArch, MaskGenNetwork, TATiTokArch, TATiTokVQ, fold_tied_head
 from plugins.teachers.maskgen.recipes import DIMO_RECIPE, SOFT_DIMO_RECIPE
@@ -34,7 +34,6 @@ from plugins.teachers.maskgit.loading import locate, safe_torch_load
 
 GENERATOR_HUB_ID = "turkeyju/generator_maskgen_vq_l"
 TOKENIZER_HUB_ID = "turkeyju/tokenizer_tatitok_bl128_vq"
-ENCODER_ONLY = ("encoder.", "latent_tokens")   # TA-TiTok keys of the image encoder, unused for decoding
 
 
 def read_weights(path: Path, field: str) -> dict:
@@ -89,6 +88,7 @@ class MaskGenTeacher(Teacher):
         self.num_classes = len(self.prompt_set.prompts)
         self._text: Optional[TextConditioner] = None
         self._vq: Optional[TATiTokVQ] = None
+        self._data = None
         self._image_size: Optional[int] = None
 
     @property
@@ -105,10 +105,17 @@ class MaskGenTeacher(Teacher):
         return self.prompt_set.texts(cond)
 
     def dataset(self):
-        if self.config.data is not None:
-            raise UserError("teacher.data: encoding images needs the TA-TiTok encoder, which the maskgen teacher does "
-                            "not build (it decodes only); MaskGen runs are data-free (method.w_gan=0)")
-        return None
+        """``teacher.data``: image-caption pairs encoded by TA-TiTok (the GAN head's real tokens), once per process."""
+        if self.config.data is None:
+            return None
+        if self._data is None:
+            self._data = caption_dataset(self.config.data, self.prompt_set, self.image_shape[1], self.encode)
+        return self._data
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Images in [0, 1] (the TA-TiTok README's input) -> tokens ``[B, 128]``."""
+        with torch.no_grad():
+            return self.tatitok(images.device).encode(images)
 
     def evaluator(self):
         """Per-prompt samples scored against their prompts (plugins/t2i_metrics.py)."""
@@ -173,13 +180,8 @@ class MaskGenTeacher(Teacher):
                 raise UserError(f"{field}: the tokenizer has {arch.codebook_size} codes x {arch.latent_tokens} tokens, "
                                 f"the generator {self.vocab_size} x {self.seq_len}")
             path = weights_path(self.config.tokenizer, field)
-            state = read_weights(path, field)
-            other = [k for k in state if not k.startswith(("decoder.", "quantize.")) and not k.startswith(ENCODER_ONLY)]
-            if other:
-                raise UserError(f"{field}: '{path}' has keys of no TA-TiTok part, e.g. {other[:3]}")
             model = TATiTokVQ(arch)
-            load_state_checked(model, {k: v for k, v in state.items() if k.startswith(("decoder.", "quantize."))},
-                               path, field, f"TA-TiTok VQ decoder {arch.model_dump()}")
+            load_state_checked(model, read_weights(path, field), path, field, f"TA-TiTok VQ {arch.model_dump()}")
             self._vq = model.eval().requires_grad_(False)
         return self._vq.to(device) if device is not None else self._vq
 
