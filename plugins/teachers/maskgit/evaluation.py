@@ -253,7 +253,7 @@ def fid_command(args: list[str]) -> dict:
     def batches():
         for chunk in labels.split(batch):
             with torch.no_grad():
-                yield teacher.decode(generate(chunk, g)).float()
+                yield teacher.decode_with(generate(chunk, g), chunk).float()   # decoders that read the prompt
 
     result = score_images(batches(), extractor, ref)
     summary = {k: v for k, v in result.items() if k not in ("mu", "sigma")}
