@@ -344,3 +344,22 @@ def test_bf16_weights_take_the_fp32_text_cache(folder):
 def test_passes_the_plugin_test_kit(folder):
     from core.testing import check_teacher
     check_teacher("amused", {"checkpoint": str(folder)})
+
+
+def test_streaming_fid_on_prompts(folder, tmp_path):
+    """COCO-30k-style FID: the streaming Inception evaluator samples the teacher once per prompt of a caption file."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("test_maskgit_mod", Path(__file__).parent / "test_maskgit.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    inception = mod.inception_file.__wrapped__(tmp_path_factory=type("F", (), {"mktemp": lambda self, n: tmp_path})())
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a red apple\na blue car\na green tree\n")
+    import numpy as np
+    reference = tmp_path / "stats.npz"
+    np.savez(reference, mu=np.zeros(2048), sigma=np.eye(2048))
+    from plugins.teachers.maskgit.evaluation import fid_command
+    out = fid_command(["model=teacher", "teacher=amused", f"teacher.checkpoint={folder}",
+                       f"teacher.prompts.source={captions}", "samples_per_class=1", "steps=2", "batch_size=2",
+                       f"inception_weights={inception}", "device=cpu", f"reference={reference}"])
+    assert out["model"] == "teacher@2" and out["n"] == 3 and np.isfinite(out["fid"]), out
