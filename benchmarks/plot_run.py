@@ -30,6 +30,7 @@ GROUPS = [
      lambda k: k.startswith(("clip_scale/", "grad_nonfinite_frac/", "grad_zero_frac/", "nonfinite"))),
 ]
 SKIP = ("step", "lr", "samples_per_s")
+STYLES = ("-", "--", ":", "-.")
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -76,12 +77,13 @@ def plot_runs(run_dirs: list[Path], out: Path | None = None) -> list[Path]:
     written = []
     for stem, names in group_keys(keys).items():
         fig, ax = plt.subplots(figsize=(7, 4))
-        for run, rows in runs.items():
-            for key in names:
+        for r, (run, rows) in enumerate(runs.items()):   # colour: the quantity; line style: the run
+            for c, key in enumerate(names):
                 steps, values = series(rows, key)
                 if steps:
                     label = key if len(runs) == 1 else f"{run}: {key}"
-                    ax.plot(steps, values, marker="." if len(steps) < 30 else None, label=label)
+                    ax.plot(steps, values, color=f"C{c % 10}", linestyle=STYLES[r % len(STYLES)],
+                            marker="." if len(steps) < 30 else None, label=label)
         ax.set_title(titles[stem], fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
