@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.memory import PeakMemory
 from core.config import resolve
 from core.engine import Trainer, build_method
 
@@ -116,12 +117,12 @@ def run_engine(method: str, checkpoint: Path, batch: int, iters: int, stage: int
                        f"trainer.zero_stage={stage}", f"trainer.bf16_mode={mode}", f"trainer.compile={compile_}",
                        f"trainer.device={device_pref}", "trainer.wandb=disabled", "trainer.progress=false",
                        "eval.enabled=false", f"trainer.output_dir={out}", "trainer.resume=never"])
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        trainer = RandomDataTrainer(cfg)
-        result = trainer.train()
+        device = torch.device("cuda" if torch.cuda.is_available() and device_pref != "cpu" else "cpu")
+        with PeakMemory(device) as mem:
+            trainer = RandomDataTrainer(cfg)
+            result = trainer.train()
         rate = result.history[-1]["samples_per_s"]
-        peak = torch.cuda.max_memory_allocated() if trainer.device.type == "cuda" else 0
+        peak = mem.peak
         row = {"method": method, "zero_stage": stage, "bf16_mode": mode, "compile": compile_, "batch": batch,
                "seconds_per_iter": batch / rate, "samples_per_s": rate, "peak_memory_gib": peak / 2 ** 30,
                "setup_memory_gib": trainer.memory_after_setup / 2 ** 30, "roles": role_memory(trainer)}

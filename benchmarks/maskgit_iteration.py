@@ -15,37 +15,15 @@ import argparse
 import gc
 import json
 import platform
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import torch
 
+from benchmarks.memory import PeakMemory
 from core.config import resolve
 from core.engine import build_method
 from core.interfaces import SetupContext, StepContext
-
-
-class PeakRSS:
-    """Samples this process's resident memory in a thread; ``peak`` after the block."""
-
-    def __enter__(self):
-        self.proc, self.peak, self._stop = psutil.Process(), psutil.Process().memory_info().rss, False
-        self.start = self.peak
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-        self.thread.start()
-        return self
-
-    def _poll(self):
-        while not self._stop:
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self.thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
 def harness(roles: dict, device: torch.device):
@@ -111,15 +89,13 @@ def measure(name: str, batch: int, iters: int, warmup: int, device: torch.device
     for i in range(warmup):   # allocator, kernels, optimizer state
         step(i)
     sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    with PeakRSS() as rss:
+    with PeakMemory(device) as mem:
         t0 = time.perf_counter()
         for i in range(iters):
             step(warmup + i)
         sync(device)
         seconds = (time.perf_counter() - t0) / iters
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else rss.peak
+    peak = mem.peak
     params, config = step.params, step.config
     del step
     cleanup()

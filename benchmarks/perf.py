@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import time
 from typing import Callable
@@ -14,37 +13,10 @@ from typing import Callable
 import torch
 
 from benchmarks import results
+from benchmarks.memory import PeakMemory
 
 PERF_HIGHER = {"iter_seconds": False, "iter_cost_vs_mdm": False, "peak_memory_mb": False,
                "samples_per_s": True, "throughput_vs_teacher": True}
-
-
-def max_rss() -> int:
-    """Peak resident set size of this process so far, in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class PeakMemory:
-    """CUDA allocator peak on GPU; on CPU the growth of the process's peak resident set size (the kernel's
-    ``ru_maxrss``, exact, no polling) over the block: measured in a fresh process, it is the block's own."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            self.base = max_rss()
-        return self
-
-    def __exit__(self, *exc):
-        self.peak = torch.cuda.max_memory_allocated() if self.device.type == "cuda" else max_rss()
-
-    @property
-    def mb(self) -> float:
-        return (self.peak - self.base) / 2 ** 20
 
 
 def best_throughput(fn: Callable, teacher, batch: int, repeats: int) -> tuple[float, torch.Tensor]:

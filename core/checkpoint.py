@@ -134,10 +134,10 @@ def load(path: Path, engines: dict, emas: dict, config_hash: str, frozen: Option
         for role, module in modules.items():
             f = path / f"{prefix}-{role}.safetensors"
             try:
-                state = load_file(str(f))
+                weights = load_file(str(f))
             except Exception as exc:
                 raise UserError(f"checkpoint file '{f}' could not be loaded: {exc}") from None
-            load_state_checked(module, state, f, f"trainer.resume ({prefix} weights of role '{role}')")
+            load_state_checked(module, weights, f, f"trainer.resume ({prefix} weights of role '{role}')")
     rng_file = path / f"rng_state_rank{dist.rank()}.pt"
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))

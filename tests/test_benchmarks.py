@@ -401,3 +401,18 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
                          capture_output=True, text=True, env=clean_env(), cwd=ROOT, timeout=120)
     assert res.returncode == 2 and "force='maybe' is not a boolean" in res.stderr
     assert os.environ.get("DIMO_CACHE")   # the conftest cache, never the user's
+
+
+def test_cpu_peak_memory_is_the_blocks_own_even_after_a_larger_earlier_peak():
+    import torch
+
+    from benchmarks.memory import PeakMemory
+    earlier = torch.ones(96 * 2 ** 20 // 4)    # a 96 MiB peak before the block
+    del earlier
+    with PeakMemory(torch.device("cpu")) as mem:
+        block = torch.ones(48 * 2 ** 20 // 4)  # 48 MiB inside it, freed before the block ends
+        del block
+    if mem.exact:
+        assert 40 < mem.mb < 90
+    else:                                      # no resettable high-water mark: never under-reports
+        assert mem.mb >= 0
