@@ -14,7 +14,6 @@ estimates then checks the largest Di[M]O batch per ZeRO stage.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import platform
 import tempfile
@@ -23,30 +22,13 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.memory import PeakMemory
+from benchmarks.engine_timing import free_memory, pick_device, time_training
 from core.config import resolve
-from core.engine import Trainer, build_method
+from core.engine import build_method
 
 TINY_ARCH = ["teacher.resolution=64", "teacher.arch.dim=64", "teacher.arch.depth=2", "teacher.arch.heads=2",
              "teacher.arch.mlp_dim=128"]
 H200_BF16_PEAK_TFLOPS = 790.0   # sustained dense bf16 matmul throughput measured on the H200 (issue 11)
-
-
-class RandomDataTrainer(Trainer):
-    """The real engine; methods that need data (MDM) get random tokens, as there is no ImageNet here."""
-
-    def _dataset(self):
-        n, g = 4 * self.tcfg["batch_size"], torch.Generator().manual_seed(0)
-        return (torch.randint(0, self.teacher.vocab_size, (n, self.teacher.seq_len), generator=g),
-                torch.randint(0, self.teacher.num_classes, (n,), generator=g))
-
-    def setup(self):
-        super().setup()
-        self.memory_after_setup = _allocated(self.device)
-
-
-def _allocated(device) -> int:
-    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
 
 
 def random_checkpoint(size_args: list[str], folder: Path) -> Path:
@@ -109,28 +91,12 @@ def count_flops(method_name: str, size_args: list[str], batch: int, device) -> f
 
 
 def run_engine(method: str, checkpoint: Path, batch: int, iters: int, stage: int, mode: str, compile_: bool,
-               size_args: list[str], device_pref: str) -> dict:
-    steps = 2 * iters   # window 1: warm-up (allocator, kernels, compile); window 2: measured
-    with tempfile.TemporaryDirectory(prefix="dimo-bench-") as out:
-        cfg = resolve([f"method={method}", "teacher=maskgit", *size_args, f"teacher.checkpoint={checkpoint}",
-                       f"trainer.batch_size={batch}", f"trainer.steps={steps}", f"trainer.log_every={iters}",
-                       f"trainer.zero_stage={stage}", f"trainer.bf16_mode={mode}", f"trainer.compile={compile_}",
-                       f"trainer.device={device_pref}", "trainer.wandb=disabled", "trainer.progress=false",
-                       "eval.enabled=false", f"trainer.output_dir={out}", "trainer.resume=never"])
-        device = torch.device("cuda" if torch.cuda.is_available() and device_pref != "cpu" else "cpu")
-        with PeakMemory(device) as mem:
-            trainer = RandomDataTrainer(cfg)
-            result = trainer.train()
-        rate = result.history[-1]["samples_per_s"]
-        peak = mem.peak
-        row = {"method": method, "zero_stage": stage, "bf16_mode": mode, "compile": compile_, "batch": batch,
-               "seconds_per_iter": batch / rate, "samples_per_s": rate, "peak_memory_gib": peak / 2 ** 30,
-               "setup_memory_gib": trainer.memory_after_setup / 2 ** 30, "roles": role_memory(trainer)}
-        del trainer, result
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return row
+               size_args: list[str], device: torch.device) -> dict:
+    overrides = [f"method={method}", "teacher=maskgit", *size_args, f"teacher.checkpoint={checkpoint}",
+                 f"trainer.batch_size={batch}", f"trainer.zero_stage={stage}", f"trainer.bf16_mode={mode}",
+                 f"trainer.compile={compile_}"]
+    row = time_training(overrides, iters, device, inspect=lambda trainer: {"roles": role_memory(trainer)})
+    return {"method": method, "zero_stage": stage, "bf16_mode": mode, "compile": compile_, "batch": batch, **row}
 
 
 def largest_batch(rows: list[dict], stage: int, capacity_gib: float) -> int | None:
@@ -158,7 +124,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=None, help="JSON (default benchmarks/results/engine_iteration_<device>.json)")
     args = parser.parse_args(argv)
     size_args = TINY_ARCH if args.size == "tiny" else []
-    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = pick_device(args.device)
     out = Path(args.out or f"benchmarks/results/engine_iteration_{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
@@ -204,7 +170,7 @@ def main(argv=None) -> dict:
 
 def add_row(result: dict, flops: dict, spec: tuple, ckpt: Path, args, size_args: list[str], device) -> None:
     method, stage, mode, comp = spec
-    row = run_engine(method, ckpt, args.batch, args.iters, stage, mode, comp, size_args, device.type)
+    row = run_engine(method, ckpt, args.batch, args.iters, stage, mode, comp, size_args, device)
     row["tflops"] = flops[method] / row["seconds_per_iter"] / 1e12
     if device.type == "cuda":
         row["fraction_of_bf16_peak"] = row["tflops"] / H200_BF16_PEAK_TFLOPS
@@ -218,16 +184,15 @@ def max_batches(rows: list[dict], ckpt: Path, args, size_args: list[str], device
     capacity = torch.cuda.get_device_properties(device).total_memory / 2 ** 30 * 0.95
     found = {}
     for stage in [int(s) for s in args.stages.split(",")]:
-        rows.append(run_engine("dimo", ckpt, 2 * args.batch, 2, stage, "autocast", False, size_args, device.type))
+        rows.append(run_engine("dimo", ckpt, 2 * args.batch, 2, stage, "autocast", False, size_args, device))
         guess = largest_batch(rows, stage, capacity)
         entry = {"estimate": guess, "capacity_gib": capacity}
         try:
-            fit = run_engine("dimo", ckpt, guess, 1, stage, "autocast", False, size_args, device.type)
+            fit = run_engine("dimo", ckpt, guess, 1, stage, "autocast", False, size_args, device)
             entry.update(checked=True, peak_memory_gib=fit["peak_memory_gib"], seconds_per_iter=fit["seconds_per_iter"])
         except torch.cuda.OutOfMemoryError:
             entry.update(checked=False)
-            gc.collect()
-            torch.cuda.empty_cache()
+            free_memory()
         found[f"zero{stage}"] = entry
         print(f"  largest Di[M]O batch, ZeRO {stage}: {entry}")
         save()

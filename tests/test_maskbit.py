@@ -324,10 +324,12 @@ def test_the_imagenet_evaluation_cli_streams_the_maskbit_teacher(folder, tmp_pat
 
 def test_iteration_benchmark_smoke_run(tmp_path):
     """The GPU measurement script at tiny size: random released-layout files, Soft-Di[M]O's GAN on their codes."""
-    from plugins.teachers.maskbit.benchmark import TINY as BENCH_TINY, measure, random_files
-    args = BENCH_TINY + random_files(tmp_path, BENCH_TINY)
-    row = measure(args, "soft_dimo", 4, 0, 1, "cpu")
-    assert row["batch"] == 4 and math.isfinite(row["seconds_per_iter"]) and row["seconds_per_iter"] > 0
+    from plugins.teachers.maskbit.benchmark import main
+    result = main(["--size", "tiny", "--methods", "soft_dimo", "--batches", "4", "--stages", "0", "--iters", "1",
+                   "--device", "cpu", "--out", str(tmp_path / "rows.json")])
+    [row] = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert row == result["rows"][0] and (row["method"], row["batch"], row["zero_stage"]) == ("soft_dimo", 4, 0)
+    assert math.isfinite(row["seconds_per_iter"]) and row["seconds_per_iter"] > 0 and row["peak_memory_gib"] > 0
 
 
 def test_the_plugin_test_kit_accepts_maskbit(folder):

@@ -193,10 +193,12 @@ def test_methods_train_through_the_engine_on_meissonic(folder, tmp_path, method,
 def test_soft_dimo_gan_with_gradient_checkpointing_through_the_iteration_benchmark(tmp_path, stage):
     """The GAN loss runs the trunk discriminator with its parameters frozen for that forward only; checkpointed
     blocks must recompute the same graph in the backward (they replay the flags). Runs the benchmark's own code."""
-    from plugins.teachers.meissonic.benchmark import measure, random_folder
-    folder, resolution = random_folder(tmp_path / "random", "tiny")
-    row = measure(folder, resolution, "soft_dimo", 2, True, stage, 1, "cpu")
-    assert row["zero_stage"] == stage and math.isfinite(row["seconds_per_iter"]) and row["seconds_per_iter"] > 0
+    from plugins.teachers.meissonic.benchmark import main
+    result = main(["--size", "tiny", "--methods", "soft_dimo", "--batches", "2", "--checkpointing", "true",
+                   "--stages", str(stage), "--iters", "1", "--device", "cpu", "--out", str(tmp_path / "rows.json")])
+    [row] = result["rows"]
+    assert (row["micro_batch"], row["gradient_checkpointing"], row["zero_stage"]) == (2, True, stage)
+    assert math.isfinite(row["seconds_per_iter"]) and row["seconds_per_iter"] > 0
 
 
 def test_the_plugin_test_kit_accepts_meissonic(folder):

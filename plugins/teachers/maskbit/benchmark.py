@@ -11,17 +11,14 @@ Grid: method (dimo, soft_dimo) x batch (one process) x ZeRO stage. The random fi
 from __future__ import annotations
 
 import argparse
-import gc
-import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from benchmarks.engine_timing import csv_ints, new_result, pick_device, run_grid, time_training
 from core.config import resolve
-from core.engine import Trainer
 
 TINY = ["teacher.bits=6", "teacher.resolution=64", "teacher.num_classes=10", "teacher.arch.dim=32",
         "teacher.arch.depth=2", "teacher.arch.heads=4", "teacher.arch.mlp_dim=64",
@@ -46,25 +43,8 @@ def random_files(folder: Path, size_args: list[str]) -> list[str]:
 
 
 def measure(teacher_args: list[str], method: str, batch: int, stage: int, iters: int, device: str) -> dict:
-    steps = 2 * iters   # the first window warms up (allocator, kernels); the second is measured
-    with tempfile.TemporaryDirectory(prefix="dimo-maskbit-bench-") as out:
-        cfg = resolve([f"method={method}", "teacher=maskbit", *teacher_args, f"trainer.batch_size={batch}",
-                       f"trainer.steps={steps}", f"trainer.log_every={iters}", f"trainer.zero_stage={stage}",
-                       f"trainer.device={device}", "trainer.wandb=disabled", "trainer.progress=false",
-                       "eval.enabled=false", f"trainer.output_dir={out}", "trainer.resume=never"])
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        result = Trainer(cfg).train()
-        rate = result.history[-1]["samples_per_s"]
-        peak = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None
-        row = {"method": method, "batch": batch, "zero_stage": stage, "seconds_per_iter": batch / rate,
-               "peak_memory_gib": peak, "wall_s": time.perf_counter() - t0}
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    print(json.dumps(row))
-    return row
+    return time_training([f"method={method}", "teacher=maskbit", *teacher_args, f"trainer.batch_size={batch}",
+                          f"trainer.zero_stage={stage}"], iters, torch.device(device))
 
 
 def main(argv=None) -> dict:
@@ -77,25 +57,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--out", default=None, help="JSON of the rows (default: maskbit_iteration_<device>.json)")
     args = parser.parse_args(argv)
-    device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
+    device = pick_device(args.device)
     size_args = TINY if args.size == "tiny" else []
     teacher_args = size_args + random_files(Path(tempfile.mkdtemp(prefix="dimo-maskbit-random-")), size_args)
-    out = Path(args.out or f"maskbit_iteration_{device}.json")
-    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "size": args.size,
-              "torch": torch.__version__, "rows": []}
-    for method in args.methods.split(","):
-        for batch in map(int, args.batches.split(",")):
-            for stage in map(int, args.stages.split(",")):
-                try:
-                    result["rows"].append(measure(teacher_args, method, batch, stage, args.iters, device))
-                except torch.cuda.OutOfMemoryError as exc:
-                    result["rows"].append({"method": method, "batch": batch, "zero_stage": stage,
-                                           "error": f"out of memory: {str(exc)[:200]}"})
-                    gc.collect()
-                    torch.cuda.empty_cache()
-                out.write_text(json.dumps(result, indent=1))
-    print(f"-> {out}")
-    return result
+    specs = [{"method": m, "batch": b, "zero_stage": z} for m in args.methods.split(",")
+             for b in csv_ints(args.batches) for z in csv_ints(args.stages)]
+    measure_spec = lambda method, batch, zero_stage: measure(teacher_args, method, batch, zero_stage, args.iters,
+                                                              device.type)
+    return run_grid(specs, measure_spec, new_result(device, size=args.size),
+                    Path(args.out or f"maskbit_iteration_{device.type}.json"))
 
 
 if __name__ == "__main__":

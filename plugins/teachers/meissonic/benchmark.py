@@ -14,16 +14,12 @@ random real tokens and without rewards (HPS/CLIP need their released weights).
 from __future__ import annotations
 
 import argparse
-import gc
-import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from core.config import resolve
-from core.engine import Trainer
+from benchmarks.engine_timing import csv_bools, csv_ints, new_result, pick_device, run_grid, time_training
 
 TINY = dict(num_layers=1, num_single_layers=2, attention_head_dim=8, num_attention_heads=2, joint_attention_dim=12,
             pooled_projection_dim=16, axes_dims_rope=(2, 2, 4), vocab_size=40, codebook_size=32)
@@ -64,39 +60,13 @@ def random_folder(folder: Path, size: str) -> tuple[Path, int]:
     return folder, 1024 if size == "real" else 8
 
 
-class RandomTokenTrainer(Trainer):
-    """The real engine; Soft-Di[M]O's GAN head gets random real tokens (no data set on this machine)."""
-
-    def _dataset(self):
-        n, g = 4 * self.tcfg["batch_size"], torch.Generator().manual_seed(0)
-        return (torch.randint(0, self.teacher.vocab_size, (n, self.teacher.seq_len), generator=g),
-                torch.randint(0, self.teacher.num_classes, (n,), generator=g))
-
-
 def measure(folder: Path, resolution: int, method: str, batch: int, checkpointing: bool, stage: int, iters: int,
             device: str) -> dict:
-    steps = 2 * iters   # the first window warms up (allocator, kernels); the second is measured
     extra = ["method.rewards=[]", "method.w_gan=1.0", "discriminator=trunk"] if method == "soft_dimo" else []
-    with tempfile.TemporaryDirectory(prefix="dimo-meissonic-bench-") as out:
-        cfg = resolve([f"method={method}", "teacher=meissonic", f"teacher.checkpoint={folder}",
-                       f"teacher.resolution={resolution}", f"teacher.gradient_checkpointing={checkpointing}",
-                       f"trainer.batch_size={batch}", f"trainer.steps={steps}", f"trainer.log_every={iters}",
-                       f"trainer.zero_stage={stage}", f"trainer.device={device}", "trainer.wandb=disabled",
-                       "trainer.progress=false", "eval.enabled=false", f"trainer.output_dir={out}",
-                       "trainer.resume=never", *extra])
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        result = RandomTokenTrainer(cfg).train()
-        rate = result.history[-1]["samples_per_s"]
-        peak = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None
-        row = {"method": method, "micro_batch": batch, "gradient_checkpointing": checkpointing, "zero_stage": stage,
-               "seconds_per_iter": batch / rate, "peak_memory_gib": peak, "wall_s": time.perf_counter() - t0}
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    print(json.dumps(row))
-    return row
+    return time_training([f"method={method}", "teacher=meissonic", f"teacher.checkpoint={folder}",
+                          f"teacher.resolution={resolution}", f"teacher.gradient_checkpointing={checkpointing}",
+                          f"trainer.batch_size={batch}", f"trainer.zero_stage={stage}", *extra], iters,
+                         torch.device(device))
 
 
 def main(argv=None) -> dict:
@@ -110,26 +80,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--out", default=None, help="JSON of the rows (default: meissonic_iteration_<device>.json)")
     args = parser.parse_args(argv)
-    device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
-    out = Path(args.out or f"meissonic_iteration_{device}.json")
+    device = pick_device(args.device)
     folder, resolution = random_folder(Path(tempfile.mkdtemp(prefix="dimo-meissonic-random-")), args.size)
-    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "size": args.size,
-              "torch": torch.__version__, "rows": []}
-    for method in args.methods.split(","):
-        for batch in map(int, args.batches.split(",")):
-            for ckpt in (v.strip() == "true" for v in args.checkpointing.split(",")):
-                for stage in map(int, args.stages.split(",")):
-                    try:
-                        result["rows"].append(measure(folder, resolution, method, batch, ckpt, stage, args.iters,
-                                                      device))
-                    except torch.cuda.OutOfMemoryError as exc:
-                        result["rows"].append({"method": method, "micro_batch": batch, "gradient_checkpointing": ckpt,
-                                               "zero_stage": stage, "error": f"out of memory: {str(exc)[:200]}"})
-                        gc.collect()
-                        torch.cuda.empty_cache()
-                    out.write_text(json.dumps(result, indent=1))
-    print(f"-> {out}")
-    return result
+    specs = [{"method": m, "micro_batch": b, "gradient_checkpointing": c, "zero_stage": z}
+             for m in args.methods.split(",") for b in csv_ints(args.batches)
+             for c in csv_bools(args.checkpointing) for z in csv_ints(args.stages)]
+    measure_spec = lambda method, micro_batch, gradient_checkpointing, zero_stage: measure(
+        folder, resolution, method, micro_batch, gradient_checkpointing, zero_stage, args.iters, device.type)
+    return run_grid(specs, measure_spec, new_result(device, size=args.size),
+                    Path(args.out or f"meissonic_iteration_{device.type}.json"))
 
 
 if __name__ == "__main__":
