@@ -363,3 +363,38 @@ def test_streaming_fid_on_prompts(folder, tmp_path):
                        f"teacher.prompts.source={captions}", "samples_per_class=1", "steps=2", "batch_size=2",
                        f"inception_weights={inception}", "device=cpu", f"reference={reference}"])
     assert out["model"] == "teacher@2" and out["n"] == 3 and np.isfinite(out["fid"]), out
+
+
+AMUSED_BASELINES = {
+    "sdtt": ["method.base_steps=4", "method.steps_per_round=1", "method.warmup_steps=0", "sampler=amused"],
+    "redi": ["method.pairs=4", "method.chunk_size=2", "method.pair_batch=2", "method.pair_steps=2",
+             "method.steps_per_round=1", "method.rounds=1", "method.variant=distill", "sampler=amused"],
+}
+
+
+@pytest.mark.parametrize("name", list(AMUSED_BASELINES))
+def test_baselines_run_the_amused_sampler_step_operations_through_the_engine(folder, tmp_path, name):
+    """SDTT and ReDi drive the sampler's plan/reveal with their own network calls: on aMUSEd they follow
+    the AmusedScheduler's rules (plan = its masked counts) and train through the real engine."""
+    from core.config import resolve
+    from core.engine import Trainer
+    from core.export import load_student
+    s = AmusedSampler(AmusedSampler.Config())
+    sched = AmusedScheduler(mask_token_id=VOCAB - 1)
+    sched.set_timesteps(4, (2, 0))
+    x, counts = torch.full((1, SIDE * SIDE), VOCAB - 1), []
+    for t in sched.timesteps:
+        x = sched.step(torch.zeros(1, SIDE * SIDE, CODES), t, x, generator=torch.Generator().manual_seed(0)).prev_sample
+        counts.append(int((x == VOCAB - 1).sum()))
+    assert s.plan(4, SIDE * SIDE) == counts
+    data = caption_folder(tmp_path / "data")    # SDTT trains on real tokens; ReDi ignores them
+    cfg = resolve([f"method={name}", "teacher=amused", f"teacher.checkpoint={folder}", f"teacher.data={data}",
+                   f"teacher.prompts.source={data / 'metadata.jsonl'}", "trainer.steps=2",
+                   "trainer.batch_size=2", "trainer.log_every=1", "trainer.wandb=disabled", "trainer.progress=false",
+                   "eval.enabled=false", "trainer.device=cpu", f"trainer.output_dir={tmp_path / 'run'}",
+                   *AMUSED_BASELINES[name]])
+    history = Trainer(cfg).train().history
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    m, _, net, _ = load_student(str(tmp_path / "run"))
+    tokens = m.generate(net, torch.tensor([0, 1]), torch.Generator().manual_seed(0), steps=m.sample_steps[0])
+    assert tokens.shape == (2, SIDE * SIDE) and (tokens < CODES).all()
