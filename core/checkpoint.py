@@ -18,6 +18,8 @@ import os
 import random
 import re
 import shutil
+import sys
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -77,13 +79,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def latest(root: Path) -> Optional[Path]:
-    if not root.is_dir():
-        return None
-    done = sorted(p for p in root.iterdir() if STEP_DIR.match(p.name) and (p / "trainer_state.json").is_file())
-    return done[-1] if done else None
-
-
 def save(root: Path, step: int, engines: dict, emas: dict, trainer_state: dict, keep: int,
          frozen: Optional[dict] = None) -> Path:
     final = root / f"step-{step:08d}"
@@ -113,13 +108,51 @@ def save(root: Path, step: int, engines: dict, emas: dict, trainer_state: dict, 
     return final
 
 
-def load(path: Path, engines: dict, emas: dict, config_hash: str, frozen: Optional[dict] = None) -> int:
-    state_file = path / "trainer_state.json"
+class DamagedCheckpoint(UserError):
+    """A complete checkpoint folder holding a file that cannot be read (truncated, corrupt): ``resume=auto``
+    skips it and falls back to the one before it."""
+
+
+def _read(path: Path, reader):
     try:
-        state = json.loads(state_file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"checkpoint '{path}' is unreadable ({state_file.name}: {exc}); "
-                        f"remove it or set trainer.resume=never") from None
+        return reader(path)
+    except Exception as exc:   # json, pickle, zip and safetensors readers each raise their own types
+        name = path.relative_to(path.parent.parent) if STEP_DIR.match(path.parent.parent.name) else path.name
+        raise DamagedCheckpoint(f"'{name}' cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _check_zip(path: Path) -> None:
+    """torch.save files are zip archives whose index is at the end: opening one finds a truncated file cheaply,
+    without loading optimizer states twice."""
+    with zipfile.ZipFile(path):
+        pass
+
+
+def read_checkpoint(path: Path, engines: dict, emas: dict, frozen: dict) -> dict:
+    """Read (and so check) every file of ``path`` this rank needs before any state is changed: a damaged
+    checkpoint is found before it half-loads. DeepSpeed's own files are only checked for truncation here."""
+    state = _read(path / "trainer_state.json", lambda f: json.loads(f.read_text()))
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise DamagedCheckpoint("'trainer_state.json' has no step")
+    for role in engines:
+        files = sorted((path / role).rglob("*.pt"))
+        if not files:
+            raise DamagedCheckpoint(f"it has no DeepSpeed state for role '{role}'")
+        for f in files:
+            _read(f, _check_zip)
+    weights = {(prefix, role): _read(path / f"{prefix}-{role}.safetensors", lambda f: load_file(str(f)))
+               for prefix, modules in (("ema", emas), ("frozen", frozen)) for role in modules}
+    rng_file = path / f"rng_state_rank{dist.rank()}.pt"
+    rng = _read(rng_file, lambda f: torch.load(f, weights_only=False)) if rng_file.is_file() else None
+    return {"state": state, "weights": weights, "rng": rng}
+
+
+def load(path: Path, engines: dict, emas: dict, config_hash: str, frozen: Optional[dict] = None) -> int:
+    """Restore engines, EMA and frozen weights and RNG states from ``path``; returns its step. A file that
+    cannot be read raises :class:`DamagedCheckpoint`, a checkpoint of another config a plain UserError."""
+    frozen = frozen or {}
+    contents = read_checkpoint(path, engines, emas, frozen)
+    state = contents["state"]
     if state.get("config_hash") != config_hash:
         raise UserError(f"checkpoint '{path}' was made with config hash {state.get('config_hash')}, this run has "
                         f"{config_hash}; use another trainer.output_dir or set trainer.resume=never")
@@ -127,18 +160,45 @@ def load(path: Path, engines: dict, emas: dict, config_hash: str, frozen: Option
         try:
             loaded, _ = engine.load_checkpoint(str(path), tag=role)
         except Exception as exc:  # DeepSpeed raises many types for truncated/corrupt files
-            raise UserError(f"checkpoint '{path}' role '{role}' could not be loaded: {exc}") from None
+            raise DamagedCheckpoint(f"role '{role}' could not be loaded ({type(exc).__name__}: {exc})") from None
         if loaded is None:
-            raise UserError(f"checkpoint '{path}' has no state for role '{role}'")
-    for prefix, modules in (("ema", emas), ("frozen", frozen or {})):
-        for role, module in modules.items():
-            f = path / f"{prefix}-{role}.safetensors"
-            try:
-                weights = load_file(str(f))
-            except Exception as exc:
-                raise UserError(f"checkpoint file '{f}' could not be loaded: {exc}") from None
-            load_state_checked(module, weights, f, f"trainer.resume ({prefix} weights of role '{role}')")
-    rng_file = path / f"rng_state_rank{dist.rank()}.pt"
-    if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+            raise DamagedCheckpoint(f"it has no DeepSpeed state for role '{role}'")
+    modules = {("ema", role): m for role, m in emas.items()} | {("frozen", role): m for role, m in frozen.items()}
+    for (prefix, role), module in modules.items():
+        load_state_checked(module, contents["weights"][prefix, role], path / f"{prefix}-{role}.safetensors",
+                           f"trainer.resume ({prefix} weights of role '{role}')")
+    if contents["rng"] is not None:
+        set_rng_state(contents["rng"])
     return int(state["step"])
+
+
+def complete(root: Path) -> list[Path]:
+    """The complete checkpoint folders under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if STEP_DIR.match(p.name) and (p / "trainer_state.json").is_file())
+
+
+def resume_latest(root: Path, engines: dict, emas: dict, config_hash: str,
+                  frozen: Optional[dict] = None) -> int:
+    """``trainer.resume=auto``: load the newest checkpoint under ``root`` that every rank can read, skipping
+    damaged ones with a warning naming each; returns its step (0: none yet). Only when complete checkpoints
+    exist and all are damaged is it an error."""
+    damaged = []
+    for path in reversed(complete(root)):
+        try:
+            step, problem = load(path, engines, emas, config_hash, frozen), None
+        except DamagedCheckpoint as exc:
+            step, problem = 0, f"rank {dist.rank()}: {exc}"
+        problems = [p for p in dist.all_gather_object(problem) if p]   # every rank skips, or none does
+        if not problems:
+            return step
+        damaged.append(f"'{path.name}' ({'; '.join(problems)})")
+        if dist.is_main():
+            print(f"dimo: warning: trainer.resume=auto skips the damaged checkpoint '{path}': "
+                  f"{'; '.join(problems)}. Trying the one before it.", file=sys.stderr)
+    if damaged:
+        raise UserError(f"trainer.resume=auto: no usable checkpoint in '{root}', every one is damaged: "
+                        f"{', '.join(damaged)}. Remove those folders (or set trainer.resume=never) to start from "
+                        f"step 0, or set trainer.resume=<path of a step-XXXXXXXX folder> to use another one.")
+    return 0

@@ -217,13 +217,14 @@ class Trainer:
         start = 0
         ckpt_root = self.run_dir / "checkpoints"
         resume = self.tcfg["resume"]
-        if resume != "never":
-            path = checkpoint.latest(ckpt_root) if resume == "auto" else Path(resume)
-            if resume not in ("auto",) and not (path / "trainer_state.json").is_file():
+        if resume == "auto":   # the newest readable checkpoint; damaged ones are skipped with a warning
+            start = checkpoint.resume_latest(ckpt_root, self.engines, self.emas, self.hash,
+                                             self._frozen_checkpointed())
+        elif resume != "never":
+            if not (Path(resume) / "trainer_state.json").is_file():
                 raise UserError(f"trainer.resume='{resume}' is not a checkpoint folder (no trainer_state.json); "
                                 f"valid: auto, never, or a path to a step-XXXXXXXX folder")
-            if path is not None:
-                start = checkpoint.load(path, self.engines, self.emas, self.hash, self._frozen_checkpointed())
+            start = checkpoint.load(Path(resume), self.engines, self.emas, self.hash, self._frozen_checkpointed())
         logger = MetricLogger(self.run_dir, self.cfg, self.tcfg["wandb"], self.tcfg["wandb_project"],
                               self.run_dir.name)
         if start:

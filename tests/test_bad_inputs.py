@@ -4,7 +4,11 @@ built or trained, with one message naming the field, the value and what is allow
 Add a case here for every new class of bad input. Everything runs in-process on resolve-time checks, so the whole
 catalogue takes seconds.
 """
+import shutil
+from pathlib import Path
+
 import pytest
+import torch
 from safetensors.torch import save_file
 
 from core.config import resolve
@@ -264,6 +268,83 @@ def test_student_of_another_shape_names_tensor_and_shapes(tmp_path):
     assert "'tok_emb.weight' is (29, 32) in the file, (29, 16) in this network" in msg and "student.json" in msg
 
 
+# -- damaged checkpoints: resume=auto falls back to the last complete one -----------------------------------
+
+class FakeEngine:
+    """The two checkpoint calls the engine makes on a DeepSpeed engine, for one small module."""
+    def __init__(self, module):
+        self.module = module
+
+    def save_checkpoint(self, folder, tag, client_state):
+        (Path(folder) / tag).mkdir()
+        torch.save(self.module.state_dict(), Path(folder) / tag / "mp_rank_00_model_states.pt")
+
+    def load_checkpoint(self, folder, tag):
+        self.module.load_state_dict(torch.load(Path(folder) / tag / "mp_rank_00_model_states.pt"))
+        return folder, {}
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGES = {   # name -> (damage done to the newest checkpoint folder, the file the warning names)
+    "truncated RNG file": (lambda c: truncate(c / "rng_state_rank0.pt"), "rng_state_rank0.pt"),
+    "corrupt trainer_state.json": (lambda c: (c / "trainer_state.json").write_text("{not json"), "trainer_state"),
+    "trainer_state.json without step": (lambda c: (c / "trainer_state.json").write_text("{}"), "has no step"),
+    "truncated DeepSpeed file": (lambda c: truncate(c / "generator" / "mp_rank_00_model_states.pt"),
+                                 "generator/mp_rank_00_model_states.pt"),
+    "DeepSpeed role folder gone": (lambda c: shutil.rmtree(c / "generator"), "no DeepSpeed state for role"),
+    "bad EMA safetensors": (lambda c: (c / "ema-generator.safetensors").write_bytes(b"garbage"),
+                            "ema-generator.safetensors"),
+    "EMA file gone": (lambda c: (c / "ema-generator.safetensors").unlink(), "ema-generator.safetensors"),
+}
+
+
+def two_checkpoints(root):
+    """Checkpoints at steps 2 and 4 of one module, its weights differing between them."""
+    from core import checkpoint
+    net, ema = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    saved = {}
+    for step in (2, 4):
+        torch.nn.init.constant_(ema.weight, float(step))
+        saved[step] = ema.weight.clone()
+        checkpoint.save(root, step, {"generator": FakeEngine(net)}, {"generator": ema},
+                        {"config_hash": "h"}, keep=2)
+    return {"generator": FakeEngine(torch.nn.Linear(3, 3))}, {"generator": torch.nn.Linear(3, 3)}, saved
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
+def test_damaged_newest_checkpoint_is_skipped(tmp_path, capsys, damage):
+    from core import checkpoint
+    engines, emas, saved = two_checkpoints(tmp_path)
+    harm, named = DAMAGES[damage]
+    harm(tmp_path / "step-00000004")
+    assert checkpoint.resume_latest(tmp_path, engines, emas, "h") == 2
+    assert torch.equal(emas["generator"].weight, saved[2])       # the older checkpoint's state, not a mix
+    err = capsys.readouterr().err
+    assert f"skips the damaged checkpoint '{tmp_path / 'step-00000004'}'" in err and named in err
+
+
+def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
+    from core import checkpoint
+    engines, emas, _ = two_checkpoints(tmp_path)
+    truncate(tmp_path / "step-00000004" / "rng_state_rank0.pt")
+    (tmp_path / "step-00000002" / "ema-generator.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError) as exc:
+        checkpoint.resume_latest(tmp_path, engines, emas, "h")
+    msg = str(exc.value)
+    assert "no usable checkpoint" in msg and "'step-00000004' (rank 0: 'rng_state_rank0.pt'" in msg
+    assert "'step-00000002' (rank 0: 'ema-generator.safetensors'" in msg and "trainer.resume=never" in msg
+
+
+def test_checkpoint_of_another_config_is_an_error_not_skipped(tmp_path):
+    from core import checkpoint
+    engines, emas, _ = two_checkpoints(tmp_path)
+    with pytest.raises(UserError, match="made with config hash h, this run has other"):
+        checkpoint.resume_latest(tmp_path, engines, emas, "other")
+
+
 def test_catalogue_size():
     """The issue asks for at least 60 bad inputs; every class above grows with new cases."""
-    assert len(RESOLVE_CASES) + len(FILE_CASES) >= 60
+    assert len(RESOLVE_CASES) + len(FILE_CASES) + len(DAMAGES) >= 60

@@ -48,14 +48,26 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_teacher, tmp_path):
     assert not list((out / "checkpoints").glob("*.tmp"))
 
 
-def test_corrupt_checkpoint_is_a_clear_error(tiny_teacher, tmp_path):
+def short_run(out: Path, tiny, steps: int):
+    return run_cli("method=dimo", f"trainer.steps={steps}", "trainer.batch_size=4", "trainer.checkpoint_every=2",
+                   f"trainer.output_dir={out}", *tiny)
+
+
+def test_damaged_newest_checkpoint_falls_back_then_nothing_usable_is_a_clear_error(tiny_teacher, tmp_path):
     out = tmp_path / "run"
-    first = run_cli("method=dimo", "trainer.steps=4", "trainer.batch_size=4", "trainer.checkpoint_every=2",
-                    f"trainer.output_dir={out}", *tiny_teacher)
+    first = short_run(out, tiny_teacher, 6)           # complete checkpoints at steps 2 and 4
     assert first.returncode == 0, first.stderr[-2000:]
-    ckpt = sorted((out / "checkpoints").glob("step-*"))[-1]
-    (ckpt / "trainer_state.json").write_text("{not json")
-    again = run_cli("method=dimo", "trainer.steps=8", "trainer.batch_size=4", "trainer.checkpoint_every=2",
-                    f"trainer.output_dir={out}", *tiny_teacher)
-    assert again.returncode == 2
-    assert "is unreadable" in again.stderr and "Traceback" not in again.stderr
+    newest = out / "checkpoints" / "step-00000004"
+    rng = newest / "rng_state_rank0.pt"
+    rng.write_bytes(rng.read_bytes()[:100])           # truncated, as by a full disk
+    again = short_run(out, tiny_teacher, 6)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"skips the damaged checkpoint '{newest}'" in again.stderr and "rng_state_rank0.pt" in again.stderr
+    assert "resumed from step 2" in again.stdout + again.stderr and "Traceback" not in again.stderr
+
+    for ckpt in (out / "checkpoints").glob("step-*"):   # nothing usable left: one clear error, exit 2
+        (ckpt / "trainer_state.json").write_text("{not json")
+    last = short_run(out, tiny_teacher, 8)
+    assert last.returncode == 2, last.stderr[-2000:]
+    assert "no usable checkpoint" in last.stderr and "trainer.resume=never" in last.stderr
+    assert "Traceback" not in last.stderr
