@@ -87,6 +87,36 @@ class Chain:
         p = self.marginals(length)[:, :-1]                    # [C, L-1, V]
         return torch.einsum("clv,cvw->cvw", p, self.trans) / (length - 1)
 
+    def support_size(self, length: int) -> list[int]:
+        """Per class, the exact number of sequences of ``length`` with positive probability (Python ints:
+        16 * 3^15 overflows nothing, but larger chains would overflow int64)."""
+        allowed = (self.trans > 0).tolist()
+        counts = []
+        for c in range(self.classes):
+            ends = [int(p > 0) for p in self.init[c].tolist()]   # sequences ending in each state
+            for _ in range(length - 1):
+                ends = [sum(ends[s] for s in range(self.states) if allowed[c][s][t]) for t in range(self.states)]
+            counts.append(sum(ends))
+        return counts
+
+    def independent_validity(self, probs: Tensor, labels: Tensor) -> Tensor:
+        """``[N]`` exact probability that a sequence whose tokens are drawn independently, x_i ~ probs[:, i]
+        (``[N, L, V]``), is valid under its class's chain: the sum over all V^L sequences of prod_i p_i(x_i)
+        times the indicator of allowed transitions, by a forward recursion in O(L V^2)."""
+        allowed = (self.trans[labels.cpu()] > 0).to(probs)          # [N, V, V]
+        reach = probs[:, 0]                                          # P(x_1 = v, prefix valid)
+        for i in range(1, probs.shape[1]):
+            reach = torch.einsum("nv,nvw->nw", reach, allowed) * probs[:, i]
+        return reach.sum(-1)
+
+    def independent_validity_bound(self, probs: Tensor, labels: Tensor) -> Tensor:
+        """``[N]`` prod_{i >= 2} max_s P(x_i in succ(s)), an upper bound on ``independent_validity``:
+        each transition is allowed with probability at most the largest mass token i puts on one state's
+        successors. It says how concentrated independent tokens must be to be valid."""
+        allowed = (self.trans[labels.cpu()] > 0).to(probs)
+        successor_mass = torch.einsum("nvw,nlw->nlv", allowed, probs[:, 1:])   # [N, L-1, V]
+        return successor_mass.amax(-1).prod(-1)
+
 
 class ExactConditionals(nn.Module):
     """The true p(x_i | visible tokens, class) of a chain by forward-backward: a network with no learned
