@@ -1,6 +1,6 @@
 """Performance measurements of benchmark entries, each in a fresh process (clean peak memory, no shared
-allocator): a few training iterations (median seconds per iteration, peak memory) and sampling throughput of
-the student against the teacher's k-step sampling."""
+allocator): a few training iterations (median seconds per iteration, peak memory) against plain MDM's, and
+sampling throughput of the student against the teacher's k-step sampling (``measure_entry``)."""
 from __future__ import annotations
 
 import copy
@@ -72,6 +72,36 @@ def _perf_child(resolved: dict, perf: dict, sampler_cfg: dict, steps: int, queue
     except BaseException as exc:   # report, never hang the parent
         import traceback
         queue.put({"error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"})
+
+
+def baseline_config(resolved: dict) -> dict:
+    """A plain MDM step on the same teacher network and batch, fine-tuning the teacher: the cost baseline."""
+    from core.config import resolve_dict
+    trainer = {k: resolved["trainer"][k] for k in ("seed", "batch_size", "steps", "log_every", "wandb", "progress",
+                                                    "precision", "device")}
+    return resolve_dict({"method": {"name": "mdm", "init_from_teacher": True, "cache_teacher": False},
+                         "teacher": copy.deepcopy(resolved["teacher"]), "trainer": trainer, "eval": {"enabled": False}})
+
+
+def measure_entry(resolved: dict, perf: dict, sampler_cfg: dict, steps: int) -> tuple[dict, dict]:
+    """The method's iteration time and peak memory against MDM's, and its sampling throughput against the
+    teacher's ``perf["teacher_steps"]``-step sampling. Returns the config measured (MDM's row measures the
+    baseline itself) and the fields of its result record (``device``: the device's name)."""
+    from core.config import config_hash
+    base_cfg = baseline_config(resolved)
+    is_mdm = resolved["method"]["name"] == "mdm"
+    if is_mdm:   # the baseline's own row: the same fine-tuning step
+        resolved = base_cfg
+    base = measure_in_child(base_cfg, perf, sampler_cfg, perf["teacher_steps"])
+    own = base if is_mdm else measure_in_child(resolved, perf, sampler_cfg, steps)
+    metrics = {"iter_seconds": own["iter_seconds"], "iter_cost_vs_mdm": own["iter_seconds"] / base["iter_seconds"],
+               "peak_memory_mb": own["peak_memory_mb"], "samples_per_s": own["samples_per_s"],
+               "throughput_vs_teacher": own["samples_per_s"] / own["teacher_samples_per_s"]}
+    return resolved, {"device": own["device"], "train_config_hash": config_hash(resolved),
+                      "train_time_s": own["train_seconds"], "num_samples": perf["sample_batch"], "metrics": metrics,
+                      "spread": {k: 0.0 for k in metrics}, "per_seed": [metrics],
+                      "higher_is_better": {k: PERF_HIGHER[k] for k in metrics},
+                      "sample_hash": results.tokens_hash([torch.tensor(own["tokens"])])}
 
 
 def measure_in_child(resolved: dict, perf: dict, sampler_cfg: dict, steps: int) -> dict:

@@ -1,23 +1,27 @@
 """The results schema: one JSON file per benchmark run, validated on write and on read.
 
-A record says what ran (the entry of a suite and its fully resolved config, with the hash that identifies
-it), where and how (seeds, dimo version, git commit, plugin distributions, device, wall time), and what came
-out (metric values under stable names, their spread over sampling seeds, and a hash of the generated
-samples). Leaderboards are rendered from these files only. A file with a missing or mistyped field is
-rejected with an error naming the field (``core.errors.UserError``).
+A record says what ran (the entry of a suite, or the run folder that ``python -m core.run evaluate`` scored, and
+its fully resolved config, with the hash that identifies it), where and how (seeds, dimo, torch and DeepSpeed
+versions, git commit, every plugin used with the distribution and version that provided it, device, wall time),
+and what came out (metric values under stable names, their spread over sampling seeds, and a hash of the
+generated samples). Leaderboards are rendered from these files only. A file with a missing or mistyped field is
+rejected with an error naming the field (``core.errors.UserError``). The benchmark runner writes one record per
+file; ``evaluate`` writes a list of records (one per student step count) to a new file per evaluation.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
+import statistics
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, ValidationError, model_validator
 
 from core.errors import UserError
 
@@ -31,8 +35,9 @@ class Strict(BaseModel):
 
 
 class EntryInfo(Strict):
-    suite: str = Field(min_length=1, description="suite name, e.g. digits")
-    suite_version: int = Field(ge=1, description="bumped when a suite's measurement changes meaning")
+    suite: Optional[str] = Field(min_length=1, description="suite name, e.g. digits (None: an evaluation of a "
+                                                            "run folder by `python -m core.run evaluate`)")
+    suite_version: Optional[int] = Field(ge=1, description="bumped when a suite's measurement changes meaning")
     id: str = Field(pattern=r"^[A-Za-z0-9_.@+-]+$", description="entry id, unique within the suite")
     group: Group = Field(description="leaderboard section, as in the paper's tables")
     label: str = Field(min_length=1, description="display name")
@@ -52,8 +57,12 @@ class Env(Strict):
     git_commit: str = Field(description="commit of the dimo checkout ('unknown' outside git)")
     git_dirty: Optional[bool] = Field(description="uncommitted changes in the checkout (None: unknown)")
     plugins: dict[str, str] = Field(description="distribution -> version of every plugin the run used")
+    plugin_sources: Optional[dict[str, str]] = Field(
+        None, description="kind=name -> distribution of every plugin the record used: its config's sections, "
+                          "metrics, evaluator, sampler and search (None in records before it was kept)")
     python: str
     torch: str
+    deepspeed: Optional[str] = Field(None, description="DeepSpeed version (None: not installed, or an older record)")
     device: str
     threads: int = Field(ge=1)
 
@@ -134,6 +143,27 @@ def write(path: Path, data: dict | Result) -> Result:
     return record
 
 
+RECORDS = TypeAdapter(list[Result])
+
+
+def write_records(path: Path, records: list[dict]) -> list[Result]:
+    """A list of records (``python -m core.run evaluate``), validated, written atomically."""
+    from core.checkpoint import atomic_write_text
+    try:
+        checked = RECORDS.validate_python(records)
+    except ValidationError as exc:
+        raise UserError(describe(exc, str(path))) from None
+    atomic_write_text(Path(path), RECORDS.dump_json(checked, indent=1).decode() + "\n")
+    return checked
+
+
+def read_records(path: Path) -> list[Result]:
+    try:
+        return RECORDS.validate_json(Path(path).read_text())
+    except ValidationError as exc:
+        raise UserError(describe(exc, str(path))) from None
+
+
 def read_all(root: Path) -> list[Result]:
     """Every record under ``root`` (``<root>/<suite>/*.json``), sorted by suite and entry id."""
     records = [read(p) for p in sorted(Path(root).glob("*/*.json"))]
@@ -162,30 +192,87 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def plugin_versions(resolved: dict) -> dict[str, str]:
-    """Distributions (and versions) of the plugins named in a resolved config."""
+def plugins_used(resolved: dict, extra: tuple[tuple[str, str], ...] = ()) -> list:
+    """Registry entries (``PluginInfo``: kind, name, distribution, version) of the plugins a record used: the
+    plugin sections of its config, its metrics and ``extra`` (kind, name) pairs (evaluator, search)."""
     from registry import get_registry
-    reg, out = get_registry(), {}
-    for kind, section in resolved.items():
-        if isinstance(section, dict) and "name" in section and kind in reg.entries:
-            try:
-                info = reg.info(kind, section["name"])
-            except Exception:   # unknown names cannot be in a resolved config; be lenient for old records
-                continue
-            out[info.distribution] = info.version
+    from registry.registry import UnknownPluginError
+    reg = get_registry()
+    pairs = [(kind, section["name"]) for kind, section in resolved.items()
+             if isinstance(section, dict) and section.get("name") and kind in reg.entries]
+    pairs += [("metric", name) for name in (resolved.get("eval") or {}).get("metrics", [])]
+    out = []
+    for kind, name in dict.fromkeys(pairs + list(extra)):
+        try:
+            out.append(reg.info(kind, name))
+        except UnknownPluginError:   # cannot be in a fresh resolved config; old records may name removed plugins
+            continue
     return out
 
 
-def environment(resolved: dict, device: torch.device) -> dict:
+def package_version(name: str) -> Optional[str]:
     import importlib.metadata as md
-    commit, dirty = git_state()
     try:
-        version = md.version("dimo")
+        return md.version(name)
     except md.PackageNotFoundError:
-        version = "unknown"
-    return {"dimo_version": version, "git_commit": commit, "git_dirty": dirty,
-            "plugins": plugin_versions(resolved), "python": platform.python_version(),
-            "torch": torch.__version__, "device": device_name(device), "threads": torch.get_num_threads()}
+        return None
+
+
+def environment(resolved: dict, device: torch.device, extra: tuple[tuple[str, str], ...] = ()) -> dict:
+    """Where and with what a record was made; ``extra``: (kind, name) of plugins used beside the config's."""
+    commit, dirty = git_state()
+    used = plugins_used(resolved, extra)
+    return {"dimo_version": package_version("dimo") or "unknown", "git_commit": commit, "git_dirty": dirty,
+            "plugins": {i.distribution: i.version for i in used},
+            "plugin_sources": {f"{i.kind}={i.name}": i.distribution for i in used},
+            "python": platform.python_version(), "torch": torch.__version__,
+            "deepspeed": package_version("deepspeed"), "device": device_name(device),
+            "threads": torch.get_num_threads()}
+
+
+def teacher_sha256(teacher) -> Optional[str]:
+    """sha256 of the teacher's weights file (None: not trained yet, or no single file)."""
+    try:
+        path = teacher.checkpoint_path()
+        return None if path is None else file_sha256(path)
+    except (UserError, OSError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------------
+# metrics of a record
+# ------------------------------------------------------------------------------------------------
+
+def summarise(per_seed: list[dict]) -> tuple[dict, dict]:
+    """Mean and standard deviation over sampling seeds of the metrics every seed produced finitely."""
+    keys = [k for k in per_seed[0] if all(k in r and math.isfinite(r[k]) for r in per_seed)]
+    dropped = sorted({k for r in per_seed for k in r} - set(keys))
+    if dropped:
+        print(f"dimo: metric(s) {dropped} were not finite for every seed and are left out")
+    mean = {k: statistics.fmean(r[k] for r in per_seed) for k in keys}
+    spread = {k: (statistics.stdev([r[k] for r in per_seed]) if len(per_seed) > 1 else 0.0) for k in keys}
+    return mean, spread
+
+
+def higher_is_better(metric_names: list[str], keys, known: dict[str, bool]) -> dict[str, bool]:
+    """Each metric's direction: declared by its metric plugin (``Metric.higher_is_better``) or in ``known``
+    (the evaluator's own metrics, a search's reward)."""
+    from registry import get_registry
+    table = dict(known)
+    for name in metric_names:
+        table.update(get_registry().get("metric", name).higher_is_better)
+    missing = [k for k in keys if k not in table]
+    if missing:
+        raise UserError(f"metric(s) {missing} declare no direction (Metric.higher_is_better)")
+    return {k: table[k] for k in keys}
+
+
+def scored(per_seed: list[dict], tokens: list[torch.Tensor], metric_names: list[str],
+           known: dict[str, bool]) -> dict:
+    """The metric fields of a record from an evaluator's per-seed output."""
+    mean, spread = summarise(per_seed)
+    return {"metrics": mean, "spread": spread, "per_seed": [{k: r[k] for k in mean} for r in per_seed],
+            "higher_is_better": higher_is_better(metric_names, mean, known), "sample_hash": tokens_hash(tokens)}
 
 
 def tokens_hash(token_batches: list[torch.Tensor]) -> str:

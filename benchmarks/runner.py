@@ -1,5 +1,6 @@
-"""Runs a suite's entries through the real pipeline and writes one validated result file per entry (the
-orchestration; evaluators in ``benchmarks.evaluators``, performance probes in ``benchmarks.perf``).
+"""Runs a suite's entries through the real pipeline and writes one validated result file per entry: the
+orchestration only. Samples are scored by the suite's evaluator plugin (``plugins/evaluators.py``), performance is
+measured by ``benchmarks.perf``, records are built and validated by ``benchmarks.results``.
 
   * teacher / sampler entries: the (pre-trained, cached) teacher sampled by a sampler plugin at k steps;
   * distillation entries: ``core.engine.Trainer`` trains the method (a finished run folder with the same
@@ -23,8 +24,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks import results
-from benchmarks.evaluators import EmbeddedEvaluator, InceptionEvaluator, higher_is_better, summarise
-from benchmarks.perf import PERF_HIGHER, measure_in_child
+from benchmarks.perf import measure_entry
 from benchmarks.suites import Entry, Suite, entries
 from core.errors import UserError
 
@@ -77,7 +77,7 @@ def resolve_entry(suite: Suite, entry: Entry) -> dict:
     return resolve_dict({**sections, "teacher": copy.deepcopy(entry.teacher), "trainer": trainer, "eval": ev})
 
 
-def hashed_entry(suite: Suite, entry: Entry) -> dict:
+def hashed_entry(suite: Suite, entry: Entry, evaluator) -> dict:
     """The entry's own settings that change its result (on top of the resolved config)."""
     out = {"kind": entry.kind, "label": entry.label, "group": entry.group, "steps": entry.steps,
            "sampler": entry.sampler, "suite_version": suite.version}
@@ -87,9 +87,8 @@ def hashed_entry(suite: Suite, entry: Entry) -> dict:
         out["performance"] = suite.performance.model_dump()
     else:
         out["eval_seeds"] = suite.eval.seeds
-        out["evaluator"] = suite.evaluator
-        if suite.evaluator == "inception":
-            out["reference_sha256"] = results.file_sha256(Path(suite.reference)) if suite.reference else None
+        out["evaluator"] = suite.evaluator["name"]
+        out.update(evaluator.identity())
     return out
 
 
@@ -133,18 +132,10 @@ def ensure_teacher(section: dict, seed: int, work_dir: Path) -> None:
     main_job(cfg)
 
 
-def teacher_sha256(teacher) -> Optional[str]:
-    try:
-        path = teacher.checkpoint_path()
-        return None if path is None else results.file_sha256(path)
-    except (UserError, OSError):
-        return None
-
-
 def student_dir(resolved: dict, work_dir: Path) -> Path:
     """The run folder of a trained student: named by the core config hash and the teacher's weights."""
     from core.config import config_hash
-    weights = (teacher_sha256(build_teacher(resolved["teacher"])) or "none")[:8]
+    weights = (results.teacher_sha256(build_teacher(resolved["teacher"])) or "none")[:8]
     return work_dir / f"{resolved['method']['name']}-{resolved['teacher']['name']}-{config_hash(resolved)}-t{weights}"
 
 
@@ -194,7 +185,7 @@ class Runner:
         """sha256 of the teacher's weights as they are now (None: not trained yet, or no file)."""
         key = json.dumps(section, sort_keys=True)
         if key not in self._teacher_sha:
-            self._teacher_sha[key] = teacher_sha256(build_teacher(section))
+            self._teacher_sha[key] = results.teacher_sha256(build_teacher(section))
         return self._teacher_sha[key]
 
     def resolve(self, entry: Entry) -> dict:
@@ -216,38 +207,29 @@ class Runner:
 
     def is_current(self, entry: Entry) -> tuple[bool, str, Path]:
         resolved = self.resolve(entry)
-        h = results.entry_hash(resolved, hashed_entry(self.suite, entry))
+        h = results.entry_hash(resolved, hashed_entry(self.suite, entry, self.evaluator()))
         path = result_path(self.out_dir, self.suite, entry)
         return up_to_date(path, h, self.current_teacher_sha(entry.teacher)), h, path
 
     def evaluator(self):
+        """The suite's evaluator plugin, built once (it keeps reference features across entries)."""
         if self._evaluator is None:
-            if self.suite.evaluator == "inception":
-                self._evaluator = InceptionEvaluator(self.suite.reference)
-            else:
-                self._evaluator = EmbeddedEvaluator()
+            from registry.registry import build
+            options = {k: v for k, v in self.suite.evaluator.items() if k != "name"}
+            self._evaluator = build("evaluator", self.suite.evaluator["name"], options)
         return self._evaluator
 
     def availability(self) -> Optional[str]:
         """None when the suite can run here, else the reason it cannot (the suite is then skipped)."""
-        if self.suite.evaluator == "inception":
-            if not self.suite.reference:
-                return (f"suite '{self.suite.name}' needs ImageNet-256 reference statistics: pass "
-                        f"reference=<stats.npz> (mu, sigma of Inception pool features; see docs/benchmarks.md)")
-            if not Path(self.suite.reference).is_file():
-                return f"reference statistics '{self.suite.reference}' do not exist"
+        reason = self.evaluator().unavailable()
+        if reason:
+            return reason
         for section in self.suite.teachers:
             try:
                 teacher = build_teacher(section)
                 teacher.checkpoint_path()   # a UserError when the weights are missing
             except UserError as exc:
                 return f"teacher '{section['name']}' is not available here: {exc}"
-        if self.suite.evaluator == "inception":
-            try:
-                from plugins.teachers.maskgit.evaluation import inception_weights
-                inception_weights()
-            except UserError as exc:
-                return str(exc)
         return None
 
     def run_entry(self, entry: Entry) -> Outcome:
@@ -267,12 +249,15 @@ class Runner:
         return Outcome(entry, "ran", path)
 
     def _record(self, entry: Entry, resolved: dict, device: torch.device, **fields) -> dict:
+        used = [("evaluator", self.suite.evaluator["name"])] if entry.kind != "perf" else []
+        if entry.search is not None:
+            used.append(("search", entry.search["mode"]))
         return {"schema_version": results.SCHEMA_VERSION,
                 "entry": {"suite": self.suite.name, "suite_version": self.suite.version, "id": entry.id,
                           "group": entry.group, "label": entry.label, "teacher": entry.teacher["name"],
                           "method": resolved["method"]["name"] if entry.kind != "teacher" else None,
                           "sampler": (entry.sampler or {}).get("name"), "steps": entry.steps},
-                "config": resolved, "env": results.environment(resolved, device), **fields}
+                "config": resolved, "env": results.environment(resolved, device, tuple(used)), **fields}
 
     def _quality(self, entry: Entry, resolved: dict) -> dict:
         from core.config import config_hash
@@ -298,47 +283,24 @@ class Runner:
                 search = build_search(entry.search)
                 generate = search_generator(search, method, teacher, student)
             train_seed = entry.seed
-        ev = resolved["eval"]
+        ev, evaluator = resolved["eval"], self.evaluator()
         extra = search_reward(search, teacher) if entry.kind == "search" else None
-        per_seed, tokens, n = self.evaluator().run(generate, teacher, resolved["teacher"], ev, self.suite.eval.seeds,
-                                                   desc=entry.id, extra=extra)
-        mean, spread = summarise(per_seed)
+        per_seed, tokens, n = evaluator.run(generate, teacher, ev, self.suite.eval.seeds, desc=entry.id, extra=extra)
         return self._record(entry, resolved, device, train_config_hash=train_hash,
-                            teacher_sha256=teacher_sha256(teacher),
+                            teacher_sha256=results.teacher_sha256(teacher),
                             seeds={"train": train_seed, "sample": list(self.suite.eval.seeds)},
-                            train_time_s=train_seconds, num_samples=n, metrics=mean, spread=spread,
-                            per_seed=[{k: r[k] for k in mean} for r in per_seed],
-                            higher_is_better=higher_is_better(ev["metrics"], mean),
-                            sample_hash=results.tokens_hash(tokens))
+                            train_time_s=train_seconds, num_samples=n,
+                            **results.scored(per_seed, tokens, ev["metrics"],
+                                             {**evaluator.higher_is_better, "reward": True}))
 
     def _perf(self, entry: Entry, resolved: dict) -> dict:
-        from core.config import config_hash, resolve_dict
-        perf = self.suite.performance.model_dump()
         ensure_teacher(resolved["teacher"], entry.seed, self.work_dir)
         sampler_cfg = next((s.config for s in self.suite.samplers if s.group == "teacher"), {"name": "random"})
-        # the baseline: a plain MDM step on the same teacher network and batch, fine-tuning the teacher
-        base_cfg = resolve_dict({"method": {"name": "mdm", "init_from_teacher": True, "cache_teacher": False},
-                                 "teacher": copy.deepcopy(resolved["teacher"]),
-                                 "trainer": {k: resolved["trainer"][k] for k in ("seed", "batch_size", "steps",
-                                                                                 "log_every", "wandb", "progress",
-                                                                                 "precision", "device")},
-                                 "eval": {"enabled": False}})
-        is_mdm = resolved["method"]["name"] == "mdm"
-        if is_mdm:   # the baseline's own row: the same fine-tuning step
-            resolved = base_cfg
-        base = measure_in_child(base_cfg, perf, sampler_cfg, perf["teacher_steps"])
-        own = base if is_mdm else measure_in_child(resolved, perf, sampler_cfg, entry.steps)
-        metrics = {"iter_seconds": own["iter_seconds"], "iter_cost_vs_mdm": own["iter_seconds"] / base["iter_seconds"],
-                   "peak_memory_mb": own["peak_memory_mb"], "samples_per_s": own["samples_per_s"],
-                   "throughput_vs_teacher": own["samples_per_s"] / own["teacher_samples_per_s"]}
+        resolved, fields = measure_entry(resolved, self.suite.performance.model_dump(), sampler_cfg, entry.steps)
         teacher = build_teacher(resolved["teacher"])
-        return self._record(entry, resolved, torch.device("cuda" if "cpu (" not in own["device"] else "cpu"),
-                            train_config_hash=config_hash(resolved), teacher_sha256=teacher_sha256(teacher),
-                            seeds={"train": entry.seed, "sample": list(range(perf["repeats"]))[:1]},
-                            train_time_s=own["train_seconds"], num_samples=perf["sample_batch"],
-                            metrics=metrics, spread={k: 0.0 for k in metrics}, per_seed=[metrics],
-                            higher_is_better={k: PERF_HIGHER[k] for k in metrics},
-                            sample_hash=results.tokens_hash([torch.tensor(own["tokens"])]))
+        device = torch.device("cpu" if fields.pop("device").startswith("cpu (") else "cuda")
+        return self._record(entry, resolved, device, teacher_sha256=results.teacher_sha256(teacher),
+                            seeds={"train": entry.seed, "sample": [0]}, **fields)
 
 
 def run_suite(suite: Suite, out_dir: Path, work_dir: Path, force: bool = False, only: Optional[list[str]] = None,

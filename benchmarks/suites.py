@@ -104,12 +104,24 @@ class Suite(Spec):
     trainer: dict[str, Any] = Field(default_factory=dict, description="trainer overrides for every method")
     seeds: list[int] = Field([0], min_length=1, description="training seeds (one entry per seed)")
     eval: EvalSpec = Field(default_factory=EvalSpec)
-    evaluator: Literal["embedded", "inception"] = Field(
-        "embedded", description="embedded: the teacher's evaluator (core Scorer); inception: streamed "
-                                "Inception FID/IS against reference statistics (ImageNet)")
-    reference: Optional[str] = Field(None, description="inception evaluator: reference statistics .npz")
+    evaluator: dict[str, Any] = Field(
+        {"name": "embedded"}, description="evaluator plugin: a name or {name, its options}; embedded: the teacher's "
+                                          "evaluator (core Scorer); inception: streamed Inception FID/IS against "
+                                          "reference statistics (evaluator.reference=<stats.npz>, ImageNet)")
     performance: Optional[PerfSpec] = Field(default_factory=PerfSpec)
     test_time: Optional[TestTimeSpec] = Field(None, description="TTEO vs best-of-N rows")
+
+    @field_validator("evaluator", mode="before")
+    @classmethod
+    def _evaluator(cls, v: Any) -> dict:
+        """A name or a section, checked against the installed evaluator plugins and their options."""
+        from core.config import lookup, validate
+        section = {"name": v} if isinstance(v, str) else dict(v or {})
+        name = section.pop("name", None) or "embedded"
+        try:
+            return {"name": name, **validate(lookup("evaluator", name).Config, section, "evaluator")}
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("teachers")
     @classmethod
@@ -177,7 +189,7 @@ BUILTIN: dict[str, dict] = {
         "eval": {"samples_per_class": 250, "seeds": [0, 1, 2]},
     },
     # A template at the paper's scale: it runs only where the checkpoint and the reference statistics
-    # are local (reference=<stats.npz>, teacher.checkpoint=<...>), and is skipped with the reason otherwise.
+    # are local (evaluator.reference=<stats.npz>, teacher.checkpoint=<...>), and is skipped with the reason otherwise.
     "imagenet256": {
         "name": "imagenet256", "description": "class-conditional ImageNet 256x256 with the MaskGit teacher "
                                               "(paper Table 2 setting): 50k samples, Inception FID/IS",
@@ -188,7 +200,7 @@ BUILTIN: dict[str, dict] = {
         "methods": [{"label": "Di[M]O", "id": "dimo", "config": {"method": "dimo"}}],
         "other_methods": False,
         "eval": {"samples_per_class": 50, "seeds": [0], "batch_size": 50},
-        "evaluator": "inception",
+        "evaluator": {"name": "inception"},
         "performance": {"batch_size": 64, "warmup": 2, "iters": 5, "sample_batch": 64},
     },
     # The Soft-Di[M]O paper's Table 1 setting (benchmarks.reported.TABLE1_MASKBIT lists its rows beside these
@@ -205,7 +217,7 @@ BUILTIN: dict[str, dict] = {
                      "init_from": "dimo"}],
         "other_methods": False,
         "eval": {"samples_per_class": 50, "seeds": [0], "batch_size": 50},
-        "evaluator": "inception",
+        "evaluator": {"name": "inception"},
         "performance": {"batch_size": 64, "warmup": 2, "iters": 5, "sample_batch": 64, "teacher_steps": 64},
     },
     # Table 3's Meissonic rows (benchmarks.reported.TABLE3_MEISSONIC beside these entries): the HPS v2 benchmark

@@ -344,6 +344,30 @@ class Metric(Plugin):
         raise NotImplementedError
 
 
+class SampleEvaluator(Plugin):
+    """Plugin kind ``evaluator``: scores a generator by sampling it at every sampling seed and computing metrics of
+    the samples (``embedded``: the task's :class:`Evaluator` and the metric plugins; ``inception``: streamed
+    Inception FID/IS). ``python -m core.run evaluate`` and the benchmark suites run it. ``higher_is_better``: the
+    direction of the metrics it computes itself, not through metric plugins."""
+    higher_is_better: ClassVar[dict[str, bool]] = {}
+
+    def run(self, generate: Callable[[Tensor, torch.Generator], Tensor], teacher: Teacher, ev: dict,
+            seeds: list[int], desc: str = "sampling", extra: Optional[Callable[["Samples"], dict]] = None
+            ) -> tuple[list[dict[str, float]], list[Tensor], int]:
+        """Per-seed metrics, the generated tokens (generation order, every seed) and the samples per seed.
+        ``generate(cond, generator) -> tokens``; ``ev``: a resolved ``eval`` section (``samples_per_class``,
+        ``batch_size``, ``metrics``); ``extra(samples) -> dict``: more per-seed metrics, where samples are kept."""
+        raise NotImplementedError
+
+    def unavailable(self) -> Optional[str]:
+        """Why it cannot run on this machine (e.g. missing reference statistics), or None when it can."""
+        return None
+
+    def identity(self) -> dict:
+        """What, beyond its name, changes its results (hashed into a result's ``config_hash``)."""
+        return {}
+
+
 @dataclass
 class Samples:
     images: Tensor                   # [N, C, H, W] in [0, 1]

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from registry import hookspecs
 
 KINDS = ("teacher", "method", "divergence", "init", "schedule", "sampler",
-         "discriminator", "reward", "search", "metric")
+         "discriminator", "reward", "search", "metric", "evaluator")
 GROUP = "dimo"
 # Kill switches, named like pytest's and tox's.
 ENV_DISABLE_AUTOLOAD = "DIMO_DISABLE_PLUGIN_AUTOLOAD"   # only the built-in (dimo distribution) plugins load

@@ -172,7 +172,7 @@ def test_the_imagenet_template_is_skipped_with_a_reason_without_checkpoint_and_s
     out = run_suite(load_suite("imagenet256"), tmp_path / "results", tmp_path / "work", progress=False)
     assert out == []
     msg = capsys.readouterr().out
-    assert "suite 'imagenet256' skipped" in msg and "reference=<stats.npz>" in msg
+    assert "suite 'imagenet256' skipped" in msg and "evaluator.reference=<stats.npz>" in msg
     assert not (tmp_path / "results").exists()
 
 
