@@ -171,6 +171,21 @@ class Trainer:
         mine = torch.tensor(idx[self.rank * self.micro:(self.rank + 1) * self.micro])
         return tokens[mine].to(self.device), cond[mine].to(self.device)
 
+    def _context(self, step: int, batch=None) -> StepContext:
+        return StepContext(step=step, models=self.models, update=self._update, module=self._module,
+                           copy_weights=self._copy_weights, batch=batch, device=self.device,
+                           autocast=self._autocast, log=self._logging)
+
+    def _run_stages(self, step: int, first: bool) -> None:
+        """The method's offline stages due before ``step`` (after its reseeding), on every rank, then a barrier.
+        The first step of a resumed run re-enters the latest earlier occurrence of each stage instead: its
+        output is cached, so this reads it back for the steps that follow, and earlier occurrences are skipped."""
+        for name in self.method.offline_stages:
+            points = self.method.stage_steps(name)
+            if step in points or (first and any(p < step for p in points)):
+                self.method.run_stage(name, self._context(step))
+                dist.barrier()
+
     def _update(self, role: str, loss: torch.Tensor) -> None:
         engine = self.engines[role]
         engine.backward(loss)
@@ -241,10 +256,8 @@ class Trainer:
             self._grad_logs: dict[str, Any] = {}
             self.health.step = step
             self._logging = (step + 1) % self.tcfg["log_every"] == 0 or step + 1 == steps
-            ctx = StepContext(step=step, models=self.models, update=self._update, module=self._module,
-                              copy_weights=self._copy_weights,
-                              batch=self._batch(step) if self.data is not None else None,
-                              device=self.device, autocast=self._autocast, log=self._logging)
+            self._run_stages(step, first=step == start)
+            ctx = self._context(step, self._batch(step) if self.data is not None else None)
             try:
                 logs = self.method.train_step(ctx)
             except RuntimeError as exc:   # e.g. sampling from nan probabilities: name step, roles, last values

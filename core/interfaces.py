@@ -11,6 +11,7 @@ Token conventions used everywhere:
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Optional, Protocol, runtime_checkable
@@ -423,6 +424,17 @@ class SetupContext:
 
 @dataclass
 class StepContext:
+    """What ``train_step`` (and ``run_stage``) get: the step, the role handles and the batch. A method reaches
+    its roles only through these handles, never through a DeepSpeed engine:
+
+    * ``models[role](...)``: the forward (through the engine for trainable roles, so ``update`` can backprop);
+    * ``update(role, loss)``: backward, gradient clipping, the optimizer and LR-schedule step;
+    * ``mode(role, training)``: a block in which the role runs in train (dropout) or eval mode;
+    * ``module(role)``: the bare network, for a forward that must not arm the engine's backward hooks;
+    * ``copy_weights(dst, src)``: role ``dst``'s weights := role ``src``'s, in place (ZeRO-safe);
+    * ``Role(checkpointed=True)`` (declared in ``setup``): a frozen role the method changes is saved and
+      restored with checkpoints.
+    """
     step: int
     models: dict[str, Any]                # role -> engine (trainable) or module (frozen)
     update: Callable[[str, Tensor], None] # update(role, loss): backward, clip, optimizer step
@@ -430,16 +442,27 @@ class StepContext:
     device: torch.device = torch.device("cpu")
     autocast: Callable[[], Any] = field(default=lambda: torch.autocast("cpu", enabled=False))
     log: bool = False                     # this step's logs are recorded: methods may add costlier diagnostics
-    # Role handles, so that no method unwraps a DeepSpeed engine (defaults for contexts built without one):
-    module: Optional[Callable[[str], nn.Module]] = None       # the bare network of a role (a forward that must
-                                                              # not arm the engine's backward hooks)
-    copy_weights: Optional[Callable[[str, str], None]] = None  # copy_weights(dst, src): dst's weights := src's
+    # The engine passes its own; these defaults serve contexts built without one (tests, benchmarks):
+    module: Optional[Callable[[str], nn.Module]] = None
+    copy_weights: Optional[Callable[[str, str], None]] = None
 
     def __post_init__(self):
         if self.module is None:
             self.module = lambda name: self.models[name]
         if self.copy_weights is None:
-            self.copy_weights = lambda dst, src: self.models[dst].load_state_dict(self.models[src].state_dict())
+            self.copy_weights = lambda dst, src: self.module(dst).load_state_dict(self.module(src).state_dict())
+
+    @contextlib.contextmanager
+    def mode(self, role: str, training: bool):
+        """Role ``role`` in train (``training``: dropout on) or eval mode inside the block, in its previous mode
+        afterwards (the engine keeps trainable roles in train mode, frozen ones in ``Role.train_mode``)."""
+        network = self.module(role)
+        was = network.training
+        network.train(training)
+        try:
+            yield
+        finally:
+            network.train(was)
 
 
 class Method(Plugin):
@@ -460,7 +483,8 @@ class Method(Plugin):
                                                      # its registered name; inherited (a DiMO subclass: "dimo")
     suites: ClassVar[tuple[str, ...]] = ()           # benchmark suites whose other_methods rows include it;
                                                      # declared per class, never inherited (see belongs_to)
-    offline_stages: ClassVar[tuple[str, ...]] = ()  # e.g. ("pair_generation",): cached stages before training
+    offline_stages: ClassVar[tuple[str, ...]] = ()  # e.g. ("pair_generation",): the engine runs each through
+                                                    # run_stage before the steps stage_steps names
 
     @classmethod
     def belongs_to(cls, suite: str) -> bool:
@@ -488,6 +512,19 @@ class Method(Plugin):
 
     def train_step(self, ctx: StepContext) -> dict[str, float]:
         raise NotImplementedError
+
+    def stage_steps(self, name: str) -> tuple[int, ...]:
+        """The steps that offline stage ``name`` runs before: before step 0 unless the method says otherwise (ReDi
+        makes each phase's pairs before the phase's first step)."""
+        return (0,)
+
+    def run_stage(self, name: str, ctx: StepContext) -> None:
+        """Run offline stage ``name`` (one of ``offline_stages``) on every rank before step ``ctx.step``, keeping
+        what the steps need on the method (``ctx.batch`` is None; nothing is updated). The engine calls it at
+        the ``stage_steps``, and on resume once more for the latest of them at or before the resumed step, so
+        a stage must be cached (``core/stages.py``): run again, it reads its output back without remaking it."""
+        raise NotImplementedError(f"{type(self).__name__} declares offline_stages={self.offline_stages} "
+                                  f"but does not implement run_stage")
 
     def student_network(self) -> nn.Module:
         """An untrained module with the exported student's architecture (``load_student`` loads its weights);

@@ -72,7 +72,7 @@ def loss_gradient_at_initialisation(aux_score_mode: str, teacher_mode: str = "ev
     """g of one Di[M]O loss when the aux is still an exact copy of the teacher (both with dropout 0.3,
     the aux in train mode as the engine keeps it), without CFG: the gradient must vanish."""
     import copy
-    from types import SimpleNamespace
+    from core.interfaces import StepContext
     from plugins.schedules import Arccos
     from plugins.teachers.digits import DigitsTeacher
     from plugins.teachers.transformer import MaskedTransformer, TransformerSpec
@@ -83,8 +83,7 @@ def loss_gradient_at_initialisation(aux_score_mode: str, teacher_mode: str = "ev
     net.train(teacher_mode == "train")
     m = DiMO(DiMO.Config(cfg_scale=1.0, aux_score_mode=aux_score_mode, teacher_mode=teacher_mode))
     m.attach(teacher, {"divergence": ForwardKL(ForwardKL.Config()), "schedule": Arccos(Arccos.Config())})
-    ctx = SimpleNamespace(models={"teacher": net, "aux": aux}, device=torch.device("cpu"), log=False,
-                          autocast=lambda: torch.autocast("cpu", enabled=False))
+    ctx = StepContext(step=0, models={"teacher": net, "aux": aux}, update=None)
     z_theta = torch.randn(16, 64, 17, requires_grad=True)
     x_theta = torch.randint(0, 17, (16, 64))
     loss, _ = m.dimo_loss(ctx, z_theta, x_theta, torch.arange(16) % 10)

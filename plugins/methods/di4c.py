@@ -240,10 +240,9 @@ class Di4C(Method):
         with torch.no_grad(), ctx.autocast():
             logits_phi = phi(x_t, cond).float()
             x_u = self.teacher_step(logits_phi, x_t, masked, r)
-            student.eval()
-            x_tilde, probs_u = self.complete(student, x_u, rep(cond))
-            student.train(c.student_dropout)
-        with ctx.autocast():
+            with ctx.mode("student", False):
+                x_tilde, probs_u = self.complete(student, x_u, rep(cond))
+        with ctx.autocast(), ctx.mode("student", c.student_dropout):
             logits = student(rep(x_t), rep(cond), lam=torch.rand(b * j, device=tokens.device))
         logp_student = F.log_softmax(logits.float(), -1).view(b, j, length, -1)
         terms = di4c_losses(logp_student, F.log_softmax(logits_phi, -1), tokens, x_tilde.view(b, j, length),

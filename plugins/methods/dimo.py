@@ -11,7 +11,6 @@ produced the reported checkpoint; see docs/methods/dimo.md).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 from typing import Literal, Optional
 
@@ -124,7 +123,7 @@ class DiMO(Method):
         x_t, mask = forward_mask(x_theta, ratio, teacher.mask_id, c.mask_count)
         with torch.no_grad(), ctx.autocast():
             z_phi = guided_logits(ctx.models["teacher"], x_t, cond, teacher.null_condition(cond), c.cfg_scale)
-            with self.scoring_mode(ctx.models["aux"]):
+            with ctx.mode("aux", self.aux_scores_in_train_mode()):
                 z_psi = ctx.models["aux"](x_t, cond)
         logp_phi = F.log_softmax(z_phi.float() / c.teacher_temperature, -1)
         logp_psi = F.log_softmax(z_psi.float() / c.aux_temperature, -1)
@@ -139,18 +138,11 @@ class DiMO(Method):
             logs.update(self._divergence_by_ratio())
         return self.surrogate(g, z_theta), logs
 
-    @contextlib.contextmanager
-    def scoring_mode(self, aux):
-        """The aux's train/eval mode while it scores x_t: the teacher's (both eval, or both with dropout as the
-        official MaskGit script), or train; restored afterwards for the aux's own update."""
+    def aux_scores_in_train_mode(self) -> bool:
+        """The aux's mode while it scores x_t: the teacher's (both eval, or both with dropout as the official
+        MaskGit script), or train; its own update keeps train mode."""
         c = self.config
-        training = c.teacher_mode == "train" if c.aux_score_mode == "teacher" else True
-        was = aux.training
-        aux.train(training)
-        try:
-            yield
-        finally:
-            aux.train(was)
+        return c.teacher_mode == "train" if c.aux_score_mode == "teacher" else True
 
     # -- diagnostics (docs/methods/dimo_diagnosis.md) ---------------------------------------------------
     RATIO_BINS = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -14,8 +14,9 @@ nearly a function of x_init and few steps, or one (``variant=distill``), suffice
 
 Sampling starts at a source draw; every position is pending; the teacher's sampler decides which pending
 positions each step commits. Pending random tokens carry a learned marker embedding (official ``rand_mask``),
-which starts as the [M] embedding. Pair generation is an offline stage (core/stages.py): chunked, cached under
-``$DIMO_CACHE/redi-pairs/<key>`` keyed by the generating weights' hash and the generation settings, resumable.
+which starts as the [M] embedding. Pair generation is a declared offline stage that the engine runs before each
+phase's first step (core/stages.py): chunked, cached under ``$DIMO_CACHE/redi-pairs/<key>`` keyed by the
+generating weights' hash and the generation settings, resumable.
 """
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ class ReDi(Method):
     def setup(self, ctx):
         c = self.config
         student = SourceMarked(copy.deepcopy(ctx.teacher_network), self.teacher.mask_id).requires_grad_(True)
-        self.pairs, self.pairs_phase = None, None
+        self.pairs = None   # the current phase's, kept by run_stage
         self.rank, self.world, self.micro = ctx.rank, ctx.world_size, ctx.micro_batch
         return {"student": Role(student, lr=c.lr, betas=c.betas, warmup_steps=c.warmup_steps,
                                 grad_clip=c.grad_clip, ema_decay=c.ema_decay),
@@ -154,19 +155,23 @@ class ReDi(Method):
                 "sampler": [type(self.plugins["sampler"]).__name__, self.plugins["sampler"].config.model_dump()],
                 "teacher": type(self.teacher).__name__}
 
+    def stage_steps(self, name: str) -> tuple[int, ...]:
+        """Each phase's pairs are made before its first step (phase r >= 1 by the student of phase r - 1)."""
+        return tuple(phase * self.config.steps_per_round for phase in range(self.config.rounds + 1))
+
+    def run_stage(self, name: str, ctx) -> None:
+        """``pair_generation``: the pairs of the phase that holds ``ctx.step``, by the pair source in eval mode."""
+        with ctx.mode("pair_source", False):
+            self.pairs = self.pair_stage(ctx.module("pair_source"), self.phase_of(ctx.step))
+
     def pair_stage(self, source_net: nn.Module, phase: int, on_chunk=None) -> dict[str, Tensor]:
         """The phase's pairs, from the cache when complete; missing chunks are generated first."""
         settings = self.generation_settings(phase)
         key = stages.stage_key("redi-pairs-v1", stages.weights_hash(source_net), settings)
         n_chunks = -(-self.config.pairs // self.config.chunk_size)
-        was = source_net.training
-        source_net.eval()
-        try:
-            pairs = stages.run_chunked(stages.stage_dir("redi-pairs", key), n_chunks,
-                                       lambda i: self.make_chunk(source_net, phase, i), settings,
-                                       self.rank, self.world, on_chunk)
-        finally:
-            source_net.train(was)
+        pairs = stages.run_chunked(stages.stage_dir("redi-pairs", key), n_chunks,
+                                   lambda i: self.make_chunk(source_net, phase, i), settings,
+                                   self.rank, self.world, on_chunk)
         return {k: v.long() for k, v in pairs.items()}
 
     @torch.no_grad()
@@ -210,15 +215,9 @@ class ReDi(Method):
                                  temperature=temperature)
 
     # -- training --------------------------------------------------------------------------------------
-    def ensure_pairs(self, ctx, phase: int) -> None:
-        if self.pairs_phase == phase:
-            return
-        self.pairs, self.pairs_phase = self.pair_stage(ctx.models["pair_source"], phase), phase
-
     def train_step(self, ctx):
         c, teacher, device = self.config, self.teacher, ctx.device
         phase = self.phase_of(ctx.step)
-        self.ensure_pairs(ctx, phase)
         idx = torch.randint(self.pairs["x_1"].shape[0], (self.micro,))
         x_init, x_1, cond = (self.pairs[k][idx].to(device) for k in ("x_init", "x_1", "cond"))
         drop = torch.rand(cond.shape, device=device) < c.class_dropout

@@ -160,8 +160,7 @@ class SDTT(Method):
         x_t, j = self.noised_data(tokens, round_)
         with torch.no_grad(), ctx.autocast():
             target = self.teacher_targets(round_teacher, x_t, cond, round_, j)
-        ctx.models["student"].train(self.config.student_dropout)
-        with ctx.autocast():
+        with ctx.autocast(), ctx.mode("student", self.config.student_dropout):
             logits = ctx.models["student"](x_t, cond)
         loss = self.loss(target, logits, x_t == self.teacher.mask_id)
         ctx.update("student", loss)
