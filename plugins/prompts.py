@@ -238,3 +238,26 @@ class TextConditioner:
                 self.cache[i] = {k: v[j].detach() for k, v in out.items()}
         first = self.cache[idx[0]]
         return {k: torch.stack([self.cache[i][k] for i in idx]).to(cond.device) for k in first}
+
+
+class PromptConditioned:
+    """The conditions of a text-to-image teacher: a condition is the index of a prompt in ``self.prompt_set``
+    (its null or negative prompt at ``null_index``), and ``teacher.data`` holds image-caption pairs that
+    ``self.encode`` turns into real tokens (the GAN head's), once per process."""
+
+    _data = None
+
+    def null_condition(self, cond):
+        import torch
+        return torch.full_like(cond, self.prompt_set.null_index)
+
+    def captions(self, cond) -> list[str]:
+        return self.prompt_set.texts(cond)
+
+    def dataset(self):
+        if self.config.data is None:
+            return None
+        if self._data is None:
+            self._data = caption_dataset(self.config.data, self.prompt_set, self.image_shape[1], self.encode)
+        return self._data
+

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.checkpoint import load_state_checked
@@ -65,3 +65,15 @@ def transformers_model(cls, spec: str, subfolder: str, field: str, variant: Opti
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{field}='{spec}': could not load {cls.__name__} from '{subfolder}' (not a local folder "
                         f"with it, nor in the hub cache when offline; `hf download {spec}` first). ({first})") from None
+
+
+def save_diffusers_model(network, path, class_name: str) -> Path:
+    """The diffusers layout of a model folder: config.json naming ``class_name``, and its safetensors weights."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = {k: v for k, v in dict(network.config).items() if not k.startswith("_")}
+    (path / "config.json").write_text(json.dumps({"_class_name": class_name, **config}, indent=1))
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()},
+              str(path / "diffusion_pytorch_model.safetensors"))
+    return path
+

@@ -19,21 +19,19 @@ embedding table feeds RMSNorm and a 1x1 conv (``embed``); ``inputs_embeds`` repl
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import torch
 from diffusers import UVit2DModel, VQModel
 from pydantic import Field
-from safetensors.torch import save_file
 from torch import Tensor
 
 from core.errors import UserError
 from core.interfaces import Teacher
 from plugins.inits import vp_noise
-from plugins.prompts import TextConditioner, TextToImageConfig, caption_dataset, load_prompts
-from plugins.teachers.amused.loading import diffusers_model, read_json, transformers_model
+from plugins.prompts import PromptConditioned, TextConditioner, TextToImageConfig, load_prompts
+from plugins.teachers.amused.loading import diffusers_model, read_json, save_diffusers_model, transformers_model
 from plugins.teachers.amused.recipes import DIMO_RECIPE, SOFT_DIMO_RECIPE
 
 HUB_ID = "amused/amused-256"
@@ -98,7 +96,7 @@ class AmusedConfig(TextToImageConfig):
     crop_coord: tuple[int, int] = Field((0, 0), description="micro-condition crop coordinates (pipeline: 0, 0)")
 
 
-class AmusedTeacher(Teacher):
+class AmusedTeacher(PromptConditioned, Teacher):
     Config = AmusedConfig
     recipes = {"dimo": DIMO_RECIPE, "soft_dimo": SOFT_DIMO_RECIPE}
 
@@ -120,23 +118,8 @@ class AmusedTeacher(Teacher):
         self.num_classes = len(self.prompt_set.prompts)
         self._text: Optional[TextConditioner] = None
         self._vq: Optional[VQModel] = None
-        self._data = None
 
-    # -- conditions --------------------------------------------------------------------------------
-    def null_condition(self, cond: Tensor) -> Tensor:
-        return torch.full_like(cond, self.prompt_set.null_index)
-
-    def captions(self, cond: Tensor) -> list[str]:
-        return self.prompt_set.texts(cond)
-
-    def dataset(self):
-        """``teacher.data``: image-caption pairs encoded by the VQ (the GAN head's real tokens), once per process."""
-        if self.config.data is None:
-            return None
-        if self._data is None:
-            self._data = caption_dataset(self.config.data, self.prompt_set, self.image_shape[1], self.encode)
-        return self._data
-
+    # -- conditions: prompts (PromptConditioned), image-caption data encoded by the VQ ----------------
     def evaluator(self):
         """Per-prompt samples scored against their prompts (plugins/t2i_metrics.py)."""
         from plugins.t2i_metrics import TextImageEvaluator
@@ -174,13 +157,7 @@ class AmusedTeacher(Teacher):
 
     def save_pretrained(self, network, path) -> Path:
         """The diffusers layout of ``transformer/`` (config.json naming UVit2DModel + safetensors)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        config = {k: v for k, v in dict(network.config).items() if not k.startswith("_")}
-        (path / "config.json").write_text(json.dumps({"_class_name": "UVit2DModel", **config}, indent=1))
-        save_file({k: v.contiguous() for k, v in network.state_dict().items()},
-                  str(path / "diffusion_pytorch_model.safetensors"))
-        return path
+        return save_diffusers_model(network, path, "UVit2DModel")
 
     # -- the codec ---------------------------------------------------------------------------------
     def vq(self, device=None) -> VQModel:

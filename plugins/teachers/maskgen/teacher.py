@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from core.checkpoint import load_state_checked
 from core.errors import UserError
 from core.interfaces import Teacher
-from plugins.prompts import TextConditioner, TextToImageConfig, caption_dataset, load_prompts
+from plugins.prompts import PromptConditioned, TextConditioner, TextToImageConfig, load_prompts
 from plugins.teachers.amused.loading import read_json, read_safetensors
 from plugins.teachers.maskgen.network import MaskGenArch, MaskGenNetwork, TATiTokArch, TATiTokVQ, fold_tied_head
 from plugins.teachers.maskgen.recipes import DIMO_RECIPE, SOFT_DIMO_RECIPE
@@ -75,7 +75,7 @@ class MaskGenConfig(TextToImageConfig):
                                                                     "size table of the tokenizer's config (tiny tests)")
 
 
-class MaskGenTeacher(Teacher):
+class MaskGenTeacher(PromptConditioned, Teacher):
     Config = MaskGenConfig
     recipes = {"dimo": DIMO_RECIPE, "soft_dimo": SOFT_DIMO_RECIPE}
 
@@ -88,7 +88,6 @@ class MaskGenTeacher(Teacher):
         self.num_classes = len(self.prompt_set.prompts)
         self._text: Optional[TextConditioner] = None
         self._vq: Optional[TATiTokVQ] = None
-        self._data = None
         self._image_size: Optional[int] = None
 
     @property
@@ -97,21 +96,7 @@ class MaskGenTeacher(Teacher):
             self._image_size = self.tokenizer_arch().image_size
         return (3, self._image_size, self._image_size)
 
-    # -- conditions --------------------------------------------------------------------------------
-    def null_condition(self, cond: Tensor) -> Tensor:
-        return torch.full_like(cond, self.prompt_set.null_index)
-
-    def captions(self, cond: Tensor) -> list[str]:
-        return self.prompt_set.texts(cond)
-
-    def dataset(self):
-        """``teacher.data``: image-caption pairs encoded by TA-TiTok (the GAN head's real tokens), once per process."""
-        if self.config.data is None:
-            return None
-        if self._data is None:
-            self._data = caption_dataset(self.config.data, self.prompt_set, self.image_shape[1], self.encode)
-        return self._data
-
+    # -- conditions: prompts (PromptConditioned), image-caption data encoded by TA-TiTok -------------
     def encode(self, images: Tensor) -> Tensor:
         """Images in [0, 1] (the TA-TiTok README's input) -> tokens ``[B, 128]``."""
         with torch.no_grad():

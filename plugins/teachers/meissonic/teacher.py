@@ -19,19 +19,17 @@ teacher's: the two families share the UVit2D token space and the diffusers VQMod
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import torch
 from pydantic import Field
-from safetensors.torch import save_file
 from torch import Tensor
 
 from core.errors import UserError
 from plugins.inits import vp_noise
 from plugins.prompts import TextConditioner, load_prompts
-from plugins.teachers.amused.loading import diffusers_model, weights_name
+from plugins.teachers.amused.loading import diffusers_model, save_diffusers_model, weights_name
 from plugins.teachers.amused.recipes import DIMO_RECIPE as AMUSED_DIMO
 from plugins.teachers.amused.teacher import AmusedConfig, AmusedTeacher
 from plugins.teachers.maskgit.loading import locate
@@ -136,10 +134,4 @@ class MeissonicTeacher(AmusedTeacher):
 
     def save_pretrained(self, network, path) -> Path:
         """The released ``transformer/`` layout (config.json naming Meissonic's Transformer2DModel + safetensors)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        config = {k: v for k, v in dict(network.config).items() if not k.startswith("_")}
-        (path / "config.json").write_text(json.dumps({"_class_name": "Transformer2DModel", **config}, indent=1))
-        save_file({k: v.contiguous() for k, v in network.state_dict().items()},
-                  str(path / "diffusion_pytorch_model.safetensors"))
-        return path
+        return save_diffusers_model(network, path, "Transformer2DModel")
