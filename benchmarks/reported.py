@@ -77,12 +77,15 @@ TABLE1_MASKBIT = ReportedTable(
           ("distillation", "Soft-Di[M]O-MaskBit, trained longer", "Zhu et al., Soft-Di[M]O", 1, 1.56, 273.2, 0.81,
            0.60, None)))
 
+TEXT_TO_IMAGE_COLUMNS = dict(   # Table 3's columns, shared by its two teachers
+    metrics=("fid", "clip", "geneval", "hps"), titles=("FID", "CLIP", "GenEval", "HPS v2.1"),
+    higher_is_better={"fid": False, "clip": True, "geneval": True, "hps": True})
+
 TABLE3_MEISSONIC = ReportedTable(
     suite="t2i_meissonic",
     setting="text-to-image 1024x1024, Meissonic teacher: MS-COCO FID, CLIP score, GenEval overall, HPS v2.1 average",
     citation=SOFT_CITATION + ", Table 3",
-    metrics=("fid", "clip", "geneval", "hps"), titles=("FID", "CLIP", "GenEval", "HPS v2.1"),
-    higher_is_better={"fid": False, "clip": True, "geneval": True, "hps": True},
+    **TEXT_TO_IMAGE_COLUMNS,
     rows=(("teacher", "Meissonic", "Bai et al., 2024", 32, 50.13, 0.318, 0.46, 29.63, "teacher-meissonic-32step"),
           ("distillation", "Di[M]O-Meissonic", "Zhu et al., 2025b", 1, 38.45, 0.322, 0.43, 28.59, "dimo-1step-seed0"),
           ("distillation", "Soft-Di[M]O-Meissonic", "Zhu et al., Soft-Di[M]O", 1, 28.33, 0.319, 0.53, 32.35,
@@ -92,8 +95,7 @@ TABLE3_MASKGEN = ReportedTable(
     suite="t2i_maskgen",
     setting="text-to-image 256x256, MaskGen-L teacher: MS-COCO FID, CLIP score, GenEval overall, HPS v2.1 average",
     citation=SOFT_CITATION + ", Table 3",
-    metrics=("fid", "clip", "geneval", "hps"), titles=("FID", "CLIP", "GenEval", "HPS v2.1"),
-    higher_is_better={"fid": False, "clip": True, "geneval": True, "hps": True},
+    **TEXT_TO_IMAGE_COLUMNS,
     rows=(("teacher", "MaskGen-L", "Kim et al., 2025", 16, 22.64, 0.312, 0.48, 27.60, "teacher-maskgen-16step"),
           ("distillation", "Di[M]O-MaskGen-L", "Zhu et al., 2025b", 1, 24.15, 0.299, 0.42, 27.14, "dimo-1step-seed0"),
           ("distillation", "Soft-Di[M]O-MaskGen-L", "Zhu et al., Soft-Di[M]O", 1, 23.43, 0.321, 0.51, 29.38,
