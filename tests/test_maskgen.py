@@ -201,7 +201,8 @@ def test_core_run_dimo_and_soft_dimo_on_maskgen(tmp_path, zero):
 
 def test_bf16_weights_take_the_fp32_text_cache(tmp_path):
     net = teacher_at(tmp_path).build_network().to(torch.bfloat16)
-    out = net(torch.randint(0, 17, (2, 8)), torch.tensor([0, 2]), noise_sigma=0.1)
+    from plugins.inits import InitSample
+    out = InitSample(torch.randint(0, 17, (2, 8)), noise_sigma=0.1).logits(net, torch.tensor([0, 2]))
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
 
 

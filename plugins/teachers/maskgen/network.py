@@ -25,7 +25,6 @@ from diffusers.models.normalization import AdaLayerNormContinuous
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from plugins.inits import vp_noise
 
 
 class MaskGenArch(BaseModel):
@@ -115,10 +114,10 @@ class MaskGenNetwork(nn.Module):
             context, x = block(x, context, temb)
         return self.norm(x, temb) @ self.code_embeddings().t()   # WeightTiedLMHead, no bias
 
-    def forward(self, tokens: Optional[Tensor], cond: Tensor, *, noise_sigma: float = 0.0,
-                inputs_embeds: Optional[Tensor] = None) -> Tensor:
+    def forward(self, tokens: Optional[Tensor], cond: Tensor, *, inputs_embeds: Optional[Tensor] = None) -> Tensor:
+        """Di[M]O's embedding noise comes in ``inputs_embeds`` (the init's ``InitSample.embed``): on the token
+        embeddings, before the positions, as for MaskGit."""
         emb = self.embed_tokens(tokens) if inputs_embeds is None else inputs_embeds
-        emb = vp_noise(emb, noise_sigma)   # on the token embeddings, before the positions (as MaskGit)
         if self.text is None:
             raise RuntimeError("MaskGenNetwork has no text conditioner; build it with MaskGenTeacher.build_network")
         text = self.text(cond.to(emb.device))
