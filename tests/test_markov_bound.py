@@ -102,11 +102,36 @@ def test_the_chain_report_and_bad_input(tmp_path):
     out = tmp_path / "b.json"
     report = main([f"out={out}"])
     assert out.is_file() and report["best_conditional"]["tv_to_chain_below"] < 1e-3
+    assert report["targets"] == {"best_achievable": 1.0, "eighty_percent_of_best": 0.8}
     assert report["ignoring_x_init"]["marginal_product_validity"] < report["ignoring_x_init"]["marginal_product_bound"]
     assert main(["init.r_init=1.0"])["best_conditional"]["tv_to_chain_below"] == 1.0   # one x_init: no certificate
     with pytest.raises(UserError, match="init.count='bernoulli'.*init=mixed with init.count='exact'"):
         main(["init.count=bernoulli"])
     with pytest.raises(UserError, match="teacher.states=4.*either run folders"):
         main(["runs/x", "teacher.states=4"])
-    with pytest.raises(UserError, match="draws"):
-        main(["draws=0"])
+    for bad in ("draws=0", "temperatures=[1.0,0]"):
+        with pytest.raises(UserError, match=bad.split("=")[0]):
+            main([bad])
+
+
+@pytest.mark.slow
+def test_a_trained_student_is_measured_against_the_bound_and_the_targets(tmp_path, monkeypatch):
+    """The whole path on a tiny markov student: load the run, the teacher as the step-0 generator, the student at
+    two temperatures, the run's own valid rates and the issue's targets."""
+    from core.config import resolve
+    from core.pipeline import main_job
+    monkeypatch.setenv("DIMO_CACHE", str(tmp_path / "cache"))
+    arch = ["teacher=markov", "teacher.arch.dim=32", "teacher.arch.depth=1", "teacher.arch.heads=2",
+            "trainer.batch_size=16", "eval.samples_per_class=10", "trainer.wandb=disabled"]
+    main_job(resolve(["method=mdm", "trainer.steps=5", "eval.enabled=false",
+                      f"trainer.output_dir={tmp_path / 't'}", *arch]))
+    main_job(resolve(["method=dimo", "trainer.steps=3", "eval.teacher_steps=[16]",
+                      f"trainer.output_dir={tmp_path / 's'}", *arch]))
+    report = main([str(tmp_path / "s"), "draws=20", "temperatures=[1.0,0.5]"])
+    step0, *students = report["generators"]
+    assert step0["generator"].startswith("teacher") and len(students) == 2
+    assert [s["temperature"] for s in students] == [1.0, 0.5] and students[0]["draws"] == 80
+    assert all(0 <= s["validity"] <= s["bound"] + 1e-12 for s in report["generators"])
+    teacher16 = students[0]["main_job_valid"]["teacher_16_steps"]
+    assert report["targets"]["half_of_teacher_16_steps"] == pytest.approx(teacher16 / 2)
+    assert report["targets"]["eighty_percent_of_best"] == 0.8
