@@ -1,6 +1,9 @@
 """Process-group setup: the same code single-process (``python -m core.run``) and under torchrun/deepspeed."""
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import socket
 
@@ -11,6 +14,40 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask (taskset, cpusets, Slurm), capped by a cgroup v2
+    CPU quota (containers), not the machine's total."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def processes_per_machine() -> int:
+    """Processes of this run on this machine: torchrun sets LOCAL_WORLD_SIZE, the deepspeed launcher LOCAL_SIZE."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("LOCAL_SIZE") or 1)
+
+
+def configure_threads() -> int:
+    """torch's CPU threads per process: ``OMP_NUM_THREADS`` when set (torch reads it itself; torchrun sets it to 1
+    for several processes per machine), else this process's share of the cores it may use. torch's own default
+    counts every core of the machine, and threads that outnumber the cores free to them spin against each other."""
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(max(1, available_cores() // processes_per_machine()))
+    return torch.get_num_threads()
+
+
+def quiet_startup() -> None:
+    """Silence start-up notices that are not the user's concern, before torch extensions or DeepSpeed load."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)   # "No CUDA runtime is found"
+    if not torch.cuda.is_available():   # else DeepSpeed warns on every start that it "was unable to detect" a GPU
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def init(device_pref: str = "auto") -> torch.device:
@@ -24,7 +61,8 @@ def init(device_pref: str = "auto") -> torch.device:
                           MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
     if not torch.distributed.is_initialized():
         import deepspeed
-        deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", verbose=False)
+        with contextlib.redirect_stdout(io.StringIO()):   # "DeepSpeed ... shm_comm_op built successfully"
+            deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", verbose=False)
     if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)

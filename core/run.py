@@ -21,7 +21,8 @@ Bad input (config, paths, files) exits with code 2 and a one-paragraph message n
 and what is allowed; a training stopped by non-finite losses or gradients (trainer.on_nonfinite=stop) exits
 with code 3.
 Environment: DIMO_DISABLE_PLUGIN_AUTOLOAD=1 loads built-in plugins only; DIMO_DISABLED_PLUGINS=a,b blocks
-entry points by name; DIMO_CACHE moves the cache of pre-trained embedded teachers.
+entry points by name; DIMO_CACHE moves the cache of pre-trained embedded teachers; OMP_NUM_THREADS=N sets torch's
+CPU threads per process (default: the cores available to the process, shared among the processes of a launcher).
 """
 from __future__ import annotations
 
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dimo: unknown command '{command}'.{hint} Valid commands: {', '.join(COMMANDS)}.",
                   file=sys.stderr)
             return 2
+    from core import distributed
+    distributed.quiet_startup()
+    distributed.configure_threads()
     handler = {"train": cmd_train, "plugins": cmd_plugins, "show-config": cmd_show_config,
                "generate": cmd_generate, "evaluate": cmd_evaluate}[command]
     try:
@@ -116,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import warnings
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Before torch loads OpenMP: idle threads sleep instead of spinning, so a busy neighbour on the same cores does
+    # not slow each parallel region tenfold (docs/guide.md, "CPU threads").
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # DeepSpeed's ZeRO-3 calls torch collectives that torch marks deprecated: noise, not the user's concern.
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.distributed.*")
     sys.exit(main())
