@@ -7,7 +7,8 @@ A resolved config is a plain nested dict::
 
 Each section is validated by its pydantic model: ``TrainerConfig``/``EvalConfig`` for the core sections,
 the selected plugin's ``Config`` for plugin sections. Layers, lowest first: core defaults, the method's
-``trainer_defaults``, the teacher's recipe for that method, ``config=file.yaml`` files, then the command line.
+``trainer_defaults``, the recipe (core/recipes.py: the teacher x method file, or ``recipe=NAME``),
+``config=file.yaml`` files, then the command line; ``resolve_with_sources`` also says which layer set each value.
 """
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, NamedTuple, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import UserError
+from core.recipes import Recipe, default_recipe, named_recipe
 from registry import get_registry
 from registry.registry import UnknownPluginError
 
@@ -97,8 +99,8 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def parse_overrides(args: list[str]) -> tuple[list[dict], dict]:
-    """``key=value`` arguments -> (config files' contents, nested overrides)."""
+def parse_overrides(args: list[str]) -> tuple[list[tuple[str, dict]], dict]:
+    """``key=value`` arguments -> ([(config file, its contents)], nested overrides)."""
     files, overrides = [], {}
     for arg in args:
         if "=" not in arg:
@@ -106,7 +108,7 @@ def parse_overrides(args: list[str]) -> tuple[list[dict], dict]:
                             f"method.cfg_scale=2, config=run.yaml)")
         key, value = arg.split("=", 1)
         if key == "config":
-            files.append(load_yaml(value))
+            files.append((value, load_yaml(value)))
             continue
         set_path(overrides, key.split("."), parse_value(value), arg)
     return files, overrides
@@ -129,15 +131,18 @@ def read_yaml_mapping(path: str, what: str = "config file") -> dict:
 
 
 def load_yaml(path: str) -> dict:
-    data = read_yaml_mapping(path)
+    return config_sections(read_yaml_mapping(path), f"config file '{path}'")
+
+
+def config_sections(data: dict, where: str) -> dict:
+    """The sections of a config or recipe file: ``divergence: rkl`` selects a plugin (``{"name": "rkl"}``)."""
     out = {}
     for key, value in data.items():
         if isinstance(value, str) and key not in CORE_SECTIONS:
-            value = {"name": value}              # divergence: rkl selects a plugin
+            value = {"name": value}
         if not isinstance(value, dict):
             example = "a plugin name or a mapping of fields" if key not in CORE_SECTIONS else "a mapping of fields"
-            raise UserError(f"config file '{path}': section '{key}' must be {example}, got "
-                            f"{type(value).__name__} {value!r}")
+            raise UserError(f"{where}: section '{key}' must be {example}, got {type(value).__name__} {value!r}")
         out[str(key)] = value
     return out
 
@@ -171,17 +176,34 @@ def merge(base: dict, top: dict, path: str = "") -> dict:
 # resolution
 # ------------------------------------------------------------------------------------------------
 
+class Resolution(NamedTuple):
+    config: dict                  # the resolved config
+    sources: dict[str, str]       # dotted field -> "default", "recipe <name>", "file <path>" or "command line"
+    recipe: Optional[Recipe]      # the recipe applied, if any
+
+
 def resolve(args: list[str], base: Optional[dict] = None) -> dict:
     """Resolve command-line arguments into a validated, fully populated config dict."""
+    return resolve_with_sources(args, base).config
+
+
+def resolve_with_sources(args: list[str], base: Optional[dict] = None) -> Resolution:
+    """``resolve``, saying where each value comes from (``show-config``)."""
     files, overrides = parse_overrides(args)
-    user: dict = copy.deepcopy(base or {})
-    for f in files:
-        user = merge(user, f)
-    user = merge(user, overrides)
-    return resolve_dict(user)
+    layers = [("base", base)] if base else []
+    return resolve_layers(layers + [(f"file {path}", values) for path, values in files]
+                          + [("command line", overrides)])
 
 
 def resolve_dict(user: dict) -> dict:
+    return resolve_layers([("given", user)]).config
+
+
+def resolve_layers(layers: list[tuple[str, dict]]) -> Resolution:
+    """The user's layers (label, sections), lowest first, over the defaults and the recipe."""
+    user: dict = {}
+    for _, values in layers:
+        user = merge(user, values)
     reg = get_registry()
     for key, section in user.items():
         if not isinstance(section, dict):
@@ -196,7 +218,7 @@ def resolve_dict(user: dict) -> dict:
     teacher_cls = lookup("teacher", teacher_name)
     groups = ("teacher", "method") + tuple(method_cls.uses)
 
-    unknown = set(user) - set(CORE_SECTIONS) - set(groups)
+    unknown = set(user) - set(CORE_SECTIONS) - set(groups) - {"recipe"}
     for key in sorted(unknown):
         if key in reg.entries:
             raise UserError(f"'{key}' is not used by method '{method_name}'; it takes: "
@@ -204,10 +226,12 @@ def resolve_dict(user: dict) -> dict:
         raise UserError(f"unknown config section '{key}'; valid sections: "
                         f"{', '.join(list(CORE_SECTIONS) + list(groups))}")
 
-    layered: dict = {"trainer": dict(method_cls.trainer_defaults)}
-    recipes = getattr(teacher_cls, "recipes", {})
-    recipe = next((recipes[k] for k in method_cls.recipe_names(method_name) if k in recipes), {})
-    layered = merge(layered, recipe)
+    recipe = choose_recipe(user, (teacher_name, teacher_cls), (method_name, method_cls), groups)
+    below = [("default", {"trainer": dict(method_cls.trainer_defaults)})]
+    below += [(f"recipe {recipe.name}", recipe.values)] if recipe else []
+    layered: dict = {}
+    for _, values in below:
+        layered = merge(layered, values)
     layered = merge(layered, user)
 
     resolved: dict = {}
@@ -223,7 +247,42 @@ def resolve_dict(user: dict) -> dict:
         cls = lookup(kind, name)
         resolved[kind] = {"name": name, **validate(cls.Config, values, kind)}
     check_resolved(resolved, groups)
-    return resolved
+    return Resolution(resolved, value_sources(resolved, below + layers), recipe)
+
+
+def choose_recipe(user: dict, teacher: tuple[str, type], method: tuple[str, type], groups) -> Optional[Recipe]:
+    """The recipe layer (popped from ``user``): ``recipe=NAME``, ``recipe=none``, or the pair's own."""
+    if "recipe" not in user:
+        recipe = default_recipe(teacher, method)
+    else:
+        section = user.pop("recipe")
+        if set(section) != {"name"}:
+            raise UserError(f"recipe takes a name (recipe=NAME, recipe=TEACHER/NAME or recipe=none), got {section!r}")
+        recipe = named_recipe(section["name"], teacher) if section["name"] is not None else None
+    unused = set(recipe.values) - set(CORE_SECTIONS) - set(groups) if recipe else ()
+    if unused:
+        raise UserError(f"recipe {recipe.describe()} sets {', '.join(sorted(unused))}, which method '{method[0]}' "
+                        f"does not use; it takes: {', '.join(list(CORE_SECTIONS) + list(groups))}")
+    return recipe
+
+
+def value_sources(resolved: dict, layers: list[tuple[str, dict]]) -> dict[str, str]:
+    """Dotted field -> the label of the highest layer that sets it; "default" where none does."""
+    return {".".join(path): next((label for label, values in reversed(layers) if sets(values, path)), "default")
+            for path in leaf_paths(resolved)}
+
+
+def leaf_paths(tree: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    return [p for k, v in tree.items()
+            for p in (leaf_paths(v, prefix + (k,)) if isinstance(v, dict) and v else [prefix + (k,)])]
+
+
+def sets(values: Any, path: tuple[str, ...]) -> bool:
+    for key in path:
+        if not isinstance(values, dict) or key not in values:
+            return False
+        values = values[key]
+    return True
 
 
 class LazyTeacher:
@@ -315,3 +374,22 @@ def config_hash(resolved: dict) -> str:
 
 def to_yaml(resolved: dict) -> str:
     return yaml.safe_dump(resolved, sort_keys=False)
+
+
+def to_annotated_yaml(resolved: dict, sources: dict[str, str]) -> str:
+    """``to_yaml`` with each value's source as an end-of-line comment (the YAML loads to the same config)."""
+    rows = []   # (text, comment)
+
+    def walk(tree: dict, prefix: str, indent: str) -> None:
+        for key, value in tree.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and value:
+                rows.append((f"{indent}{key}:", ""))
+                walk(value, f"{path}.", indent + "  ")
+            else:
+                flow = yaml.safe_dump(value, default_flow_style=True, width=math.inf).removesuffix("\n...\n")
+                rows.append((f"{indent}{key}: {flow.strip()}", sources.get(path, "default")))
+
+    walk(resolved, "", "")
+    column = min(max(len(text) for text, _ in rows), 60) + 2
+    return "".join(f"{text.ljust(column)}# {comment}\n" if comment else f"{text}\n" for text, comment in rows)

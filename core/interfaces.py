@@ -65,6 +65,19 @@ class MaskedNetwork(Protocol):
         """Parameters Di[M]O keeps fixed in generator and aux: token embedding, tied head, positions."""
 
 
+class UsesRecipes:
+    """Teachers and methods, the two names of a recipe file ``<teacher>/<method>.yaml`` (core/recipes.py).
+    ``recipe``: the name a class answers to besides its registered one; inherited, so a subclass registered under
+    another name (a third-party DiMO subclass) gets its parent's recipes unless one is written under its own."""
+    recipe: ClassVar[Optional[str]] = None
+
+    @classmethod
+    def recipe_names(cls, name: str) -> list[str]:
+        """Names to look recipes up under, first match wins: the registered ``name``, then each declared
+        ``recipe`` up the class hierarchy."""
+        return list(dict.fromkeys([name] + [c.__dict__["recipe"] for c in cls.__mro__ if c.__dict__.get("recipe")]))
+
+
 class TeacherModel(Plugin):
     """The masked diffusion model: its token grid, conditions and network factory.
 
@@ -158,7 +171,7 @@ class Task:
         return None
 
 
-class Teacher(TeacherModel, Codec, Task):
+class Teacher(TeacherModel, Codec, Task, UsesRecipes):
     """A frozen masked diffusion model plus everything around it: the model (:class:`TeacherModel`), its
     codec (:class:`Codec`) and its task (:class:`Task`). Teacher plugins subclass this; every hook above has
     a default or raises NotImplementedError naming what is missing. See examples/dimo-teacher-example."""
@@ -465,7 +478,7 @@ class StepContext:
             network.train(was)
 
 
-class Method(Plugin):
+class Method(Plugin, UsesRecipes):
     """One training/distillation algorithm.
 
     ``uses``: plugin kinds it takes from the config (with ``defaults`` naming the default choice).
@@ -479,8 +492,6 @@ class Method(Plugin):
     student_role: ClassVar[str] = "generator"
     needs_teacher_weights: ClassVar[bool] = True   # False for methods that train a teacher from scratch
     sample_steps: ClassVar[tuple[int, ...]] = (1,)  # step counts its student samples at (evaluation rows)
-    recipe: ClassVar[Optional[str]] = None           # the teacher recipe it uses when the teacher has none under
-                                                     # its registered name; inherited (a DiMO subclass: "dimo")
     suites: ClassVar[tuple[str, ...]] = ()           # benchmark suites whose other_methods rows include it;
                                                      # declared per class, never inherited (see belongs_to)
     offline_stages: ClassVar[tuple[str, ...]] = ()  # e.g. ("pair_generation",): the engine runs each through
@@ -490,12 +501,6 @@ class Method(Plugin):
     def belongs_to(cls, suite: str) -> bool:
         """Whether the class itself declares ``suite``: a subclass joins a suite only by declaring it."""
         return suite in cls.__dict__.get("suites", ())
-
-    @classmethod
-    def recipe_names(cls, name: str) -> list[str]:
-        """Recipe keys to look up in a teacher's recipes, first match wins: the registered name, then the
-        nearest declared ``recipe`` up the class hierarchy."""
-        return [name] + [c.__dict__["recipe"] for c in cls.__mro__ if c.__dict__.get("recipe")]
 
     @classmethod
     def applicable(cls, teacher: Teacher) -> bool:

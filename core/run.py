@@ -7,7 +7,8 @@ Commands:
                      which pre-trains the digits teacher if none is cached, distils a one-step student,
                      evaluates teacher (1, 2, 4, 8, 16 steps) and student (1 step) and prints a table
     plugins          list installed plugins: kind, name, distribution, version
-    show-config      print the resolved config (and its hash) without running
+    show-config      print the resolved config (and its hash) without running; each value's comment says where
+                     it comes from: default, recipe TEACHER/NAME, file PATH or command line
     generate         sample from a trained student: checkpoint=<run folder> n=64 [out=grid.png] [seed=0]
     evaluate         evaluate a trained student: checkpoint=<run folder> [eval.samples_per_class=...]
 
@@ -16,6 +17,8 @@ Keys:
     method.cfg_scale=2, teacher.checkpoint=PATH, ...  set a field of the selected plugin
     trainer.steps=100, trainer.zero_stage=2, ...      core options (trainer.*, eval.*)
     config=run.yaml                                   a YAML file of sections (command-line keys refine it)
+    recipe=NAME, recipe=TEACHER/NAME, recipe=none     the tuned values applied under config= and the command
+                                                      line (default: the teacher x method recipe, if any)
 
 Bad input (config, paths, files) exits with code 2 and a one-paragraph message naming the field, the value
 and what is allowed; a training stopped by non-finite losses or gradients (trainer.on_nonfinite=stop) exits
@@ -48,9 +51,10 @@ def cmd_plugins(args: list[str]) -> int:
 
 
 def cmd_show_config(args: list[str]) -> int:
-    from core.config import config_hash, resolve, to_yaml
-    resolved = resolve(args)
-    print(to_yaml(resolved), end="")
+    from core.config import config_hash, resolve_with_sources, to_annotated_yaml
+    resolved, sources, recipe = resolve_with_sources(args)
+    print(f"# recipe: {recipe.describe() if recipe else 'none'}")
+    print(to_annotated_yaml(resolved, sources), end="")
     print(f"# config hash: {config_hash(resolved)}")
     return 0
 

@@ -7,6 +7,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -46,6 +47,15 @@ class PluginInfo:
 
 
 @dataclass
+class RecipeInfo:
+    name: str            # <teacher>/<recipe>, the file <folder>/<teacher>/<recipe>.yaml
+    path: Path
+    plugin: str          # entry-point name
+    distribution: str
+    version: str
+
+
+@dataclass
 class LoadFailure:
     plugin: str
     distribution: str
@@ -56,6 +66,7 @@ class LoadFailure:
 class Registry:
     entries: dict[str, dict[str, PluginInfo]] = field(default_factory=lambda: {k: {} for k in KINDS})
     failures: list[LoadFailure] = field(default_factory=list)
+    recipes: dict[str, RecipeInfo] = field(default_factory=dict)
 
     # -- registration -------------------------------------------------------------------------
     def add(self, kind: str, name: str, cls: type, *, plugin: str, distribution: str, version: str) -> None:
@@ -66,16 +77,32 @@ class Registry:
             raise TypeError(f"{kind} '{name}' from plugin '{plugin}' has no pydantic `Config` class")
         if config.model_config.get("extra") != "forbid":
             raise TypeError(f"{kind} '{name}': its Config must set model_config = ConfigDict(extra='forbid')")
-        existing = self.entries[kind].get(name)
-        if existing is not None:
-            if existing.distribution == BUILTIN_DIST and distribution != BUILTIN_DIST:
-                print(f"dimo: {kind} '{name}' from {distribution} ignored: the built-in one takes precedence",
-                      file=sys.stderr)
-                return
-            if existing.cls is not cls:
-                raise ValueError(f"{kind} '{name}' registered twice: by {existing.distribution} "
-                                 f"({existing.plugin}) and by {distribution} ({plugin})")
-        self.entries[kind][name] = PluginInfo(kind, name, cls, plugin, distribution, version)
+        self._claim(self.entries[kind], f"{kind} '{name}'", PluginInfo(kind, name, cls, plugin, distribution, version),
+                    lambda existing: existing.cls is cls)
+
+    def add_recipes(self, folder: Any, *, plugin: str, distribution: str, version: str) -> None:
+        """Every recipe file ``<folder>/<teacher>/<recipe>.yaml`` a plugin's ``dimo_recipes`` hook declares."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ValueError(f"plugin '{plugin}' declares the recipe folder '{folder}', which is not a folder")
+        for path in sorted(folder.glob("*/*.yaml")):
+            info = RecipeInfo(f"{path.parent.name}/{path.stem}", path, plugin, distribution, version)
+            self._claim(self.recipes, f"recipe '{info.name}'", info, lambda existing: existing.path == path)
+
+    @staticmethod
+    def _claim(table: dict, what: str, info, same) -> None:
+        """``table[name] = info``: a built-in keeps its name against a third party, whichever loads first; two
+        others are an error."""
+        existing = table.get(info.name)
+        if existing is not None and not same(existing):
+            builtin = [i for i in (existing, info) if i.distribution == BUILTIN_DIST]
+            if len(builtin) != 1:
+                raise ValueError(f"{what} registered twice: by {existing.distribution} ({existing.plugin}) and by "
+                                 f"{info.distribution} ({info.plugin})")
+            other = info if builtin[0] is existing else existing
+            print(f"dimo: {what} from {other.distribution} ignored: the built-in one takes precedence", file=sys.stderr)
+            info = builtin[0]
+        table[info.name] = info
 
     # -- lookup ---------------------------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
@@ -130,11 +157,16 @@ def load_registry() -> Registry:
             def register(kind: str, name: str, cls: type, _ep=ep, _dist=dist_name, _ver=dist.version) -> None:
                 registry.add(kind, name, cls, plugin=_ep.name, distribution=_dist, version=_ver)
 
-            impls = [i for i in pm.hook.dimo_register.get_hookimpls() if i.plugin is module]
-            if not impls:
-                raise AttributeError(f"module {ep.value} has no @hookimpl dimo_register(register)")
-            for impl in impls:  # pluggy verified the signature against the hookspec at register()
+            # pluggy verified the signatures against the hookspecs at register()
+            registers = [i for i in pm.hook.dimo_register.get_hookimpls() if i.plugin is module]
+            recipe_folders = [i for i in pm.hook.dimo_recipes.get_hookimpls() if i.plugin is module]
+            if not registers and not recipe_folders:
+                raise AttributeError(f"module {ep.value} implements no dimo hook: @hookimpl "
+                                     f"dimo_register(register) and/or dimo_recipes()")
+            for impl in registers:
                 impl.function(register=register)
+            for impl in recipe_folders:
+                registry.add_recipes(impl.function(), plugin=ep.name, distribution=dist_name, version=dist.version)
         except Exception as exc:  # one broken plugin must not break the framework
             if dist_name == BUILTIN_DIST:
                 raise

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.errors import UserError
+from core.recipes import load_recipe
 from plugins.prompts import BUILTIN_PROMPTS
 from plugins.teachers.meissonic.sampler import MeissonicSampler
 from plugins.teachers.meissonic.teacher import NEGATIVE_PROMPT, MeissonicTeacher
@@ -88,8 +89,9 @@ def test_grid_conditions_and_the_negative_prompt(folder):
     assert t.captions(null) == [NEGATIVE_PROMPT] * 2 and t.captions(torch.tensor([2])) == [BUILTIN_PROMPTS[2]]
     with pytest.raises(UserError, match="teacher.resolution=9 must be a multiple of 2"):
         teacher_for(folder, resolution=9)
-    assert MeissonicTeacher.recipes["dimo"]["init"] == {"name": "mixed", "r_init": 0.5, "sigma": 0.3, "count": "exact"}
-    assert MeissonicTeacher.recipes["dimo"]["method"]["cfg_scale"] == 4.0
+    recipe = load_recipe("meissonic/dimo").values   # aMUSEd's official Di[M]O values, extended
+    assert recipe["init"] == {"name": "mixed", "r_init": 0.5, "sigma": 0.3, "count": "exact"}
+    assert recipe["method"]["cfg_scale"] == 4.0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -301,4 +303,4 @@ def test_the_recipe_clamps_the_forward_ratio_as_the_official_code():
     assert torch.equal(s.gamma(torch.tensor([0.0, 1.0])), torch.cos(torch.tensor([0.0, 1.0]) * math.pi / 2))
     with pytest.raises(ValueError, match="above"):
         CosineClamped.Config(low=0.5, high=0.4)
-    assert MeissonicTeacher.recipes["dimo"]["schedule"]["name"] == "cosine_clamped"
+    assert load_recipe("meissonic/dimo").values["schedule"]["name"] == "cosine_clamped"

@@ -50,42 +50,7 @@ class DigitsTeacher(Teacher):
 
     seq_len, vocab_size, mask_id, num_classes = 64, 17, 17, 10
     image_shape = (1, 8, 8)
-    # Tuned defaults per method on this teacher (a torchtune-style recipe), below the user's overrides.
-    recipes = {
-        "mdm": {"trainer": {"steps": 1200, "batch_size": 64}, "method": {"lr": 2e-3}},
-        # Di[M]O: the paper's CFG 2 for distillation, and the same CFG for the teacher it is compared with;
-        # a higher lr than ImageNet's 1e-5 for an 800-step budget; sampling temperature chosen on FD
-        # (cf. the paper's Fig. 7b temperature sweep). See docs/results.md for the measurements.
-        "dimo": {"trainer": {"steps": 800, "batch_size": 32},
-                 "method": {"lr_generator": 3e-4, "lr_aux": 3e-4, "warmup_steps": 20, "cfg_scale": 2.0,
-                            "sample_temperature": 1.2},
-                 "sampler": {"cfg_scale": 2.0}},
-        # Soft-Di[M]O, best started from a Di[M]O student (method.init_from=<run>): the Di[M]O terms as above
-        # plus the GAN head on the teacher trunk and the digits classifier reward (docs/methods/soft_dimo.md).
-        "soft_dimo": {"trainer": {"steps": 300, "batch_size": 32},
-                      "method": {"lr_generator": 1e-4, "lr_aux": 3e-4, "lr_disc": 3e-4, "warmup_steps": 20,
-                                 "cfg_scale": 2.0, "sample_temperature": 1.2, "w_gan": 0.1, "w_reward": 0.01,
-                                 "rewards": [{"name": "classifier", "weight": 1.0}], "aux_warmup_steps": 30},
-                      "sampler": {"cfg_scale": 2.0}},
-        # Baselines, each compared with the same CFG-2 teacher sampler (docs/methods/{sdtt,di4c,redi}.md).
-        # SDTT: 16 -> 8 -> 4 -> 2 -> 1 steps, 4 rounds; the round-0 targets carry the CFG.
-        "sdtt": {"trainer": {"steps": 600, "batch_size": 32},
-                 "method": {"lr": 3e-4, "warmup_steps": 20, "ema_decay": 0.99, "base_steps": 16,
-                            "steps_per_round": 150, "cfg_scale": 2.0},
-                 "sampler": {"cfg_scale": 2.0}},
-        # di4c: J = 4 lambda draws per data point keeps a step at ~1 s on two CPU cores.
-        "di4c": {"trainer": {"steps": 240, "batch_size": 32},
-                 "method": {"lr": 1e-4, "latent_batch": 4, "warmup_steps": 10},
-                 "sampler": {"cfg_scale": 2.0}},
-        # ReDi: phase 0 (independent coupling) + 2 rectification rounds, the last one distilled to 1 step; no
-        # label smoothing: with random re-masking its uniform floor becomes noise tokens that each round of
-        # training on the student's own pairs compounds (1-step FD 9.9 with 0.1, 4.9 without, 500 samples).
-        "redi": {"trainer": {"steps": 750, "batch_size": 32},
-                 "method": {"lr": 3e-4, "warmup_steps": 20, "label_smoothing": 0.0, "rounds": 2,
-                            "steps_per_round": 250, "variant": "distill", "pairs": 2048, "chunk_size": 512,
-                            "pair_batch": 512, "pair_steps": 8},
-                 "sampler": {"cfg_scale": 2.0}},
-    }
+    recipe = "digits"   # plugins/recipes/digits/*.yaml (subclasses inherit them)
 
     def arch_id(self) -> str:
         return hashlib.sha256(self.config.arch.model_dump_json().encode()).hexdigest()[:8]

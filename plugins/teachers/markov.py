@@ -181,13 +181,7 @@ class MarkovTeacher(CachedTransformerTeacher):
     Config = MarkovConfig
     task, weights_file = "markov", "markov_teacher.safetensors"
     exact_metrics = ("markov",)
-    recipes = {
-        # no label smoothing: it puts mass on impossible transitions, which the exact metrics count
-        "mdm": {"trainer": {"steps": 4000, "batch_size": 128}, "method": {"lr": 2e-3, "label_smoothing": 0.0}},
-        "dimo": {"trainer": {"steps": 800, "batch_size": 32},
-                 "method": {"lr_generator": 3e-4, "lr_aux": 3e-4, "warmup_steps": 20, "cfg_scale": 1.0,
-                            "label_smoothing": 0.0}},
-    }
+    recipe = "markov"   # plugins/recipes/markov/*.yaml (subclasses inherit them)
 
     def __init__(self, config: MarkovConfig):
         super().__init__(config)

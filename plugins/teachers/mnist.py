@@ -89,14 +89,7 @@ class MNISTTeacher(CachedTransformerTeacher):
     task, weights_file = "mnist", "mnist_teacher.safetensors"
     seq_len, num_classes = GRID * GRID, 10
     image_shape = (1, SIDE, SIDE)
-    recipes = {
-        # no label smoothing: with 128 codes its mass becomes speckle noise in samples at temperature 1
-        "mdm": {"trainer": {"steps": 3000, "batch_size": 64}, "method": {"lr": 2e-3, "label_smoothing": 0.0}},
-        "dimo": {"trainer": {"steps": 800, "batch_size": 32},
-                 "method": {"lr_generator": 3e-4, "lr_aux": 3e-4, "warmup_steps": 20, "cfg_scale": 2.0,
-                            "label_smoothing": 0.0},
-                 "sampler": {"cfg_scale": 2.0}},
-    }
+    recipe = "mnist"   # plugins/recipes/mnist/*.yaml (subclasses inherit them)
 
     def __init__(self, config):
         super().__init__(config)

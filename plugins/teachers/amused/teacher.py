@@ -32,7 +32,6 @@ from core.interfaces import Teacher
 from plugins.inits import vp_noise
 from plugins.prompts import PromptConditioned, TextConditioner, TextToImageConfig, load_prompts
 from plugins.teachers.amused.loading import diffusers_model, read_json, save_diffusers_model, transformers_model
-from plugins.teachers.amused.recipes import DIMO_RECIPE, SOFT_DIMO_RECIPE
 
 HUB_ID = "amused/amused-256"
 
@@ -98,7 +97,7 @@ class AmusedConfig(TextToImageConfig):
 
 class AmusedTeacher(PromptConditioned, Teacher):
     Config = AmusedConfig
-    recipes = {"dimo": DIMO_RECIPE, "soft_dimo": SOFT_DIMO_RECIPE}
+    recipe = "amused"   # plugins/recipes/amused/*.yaml (subclasses inherit them)
 
     def __init__(self, config):
         super().__init__(config)

@@ -31,23 +31,6 @@ TOKENIZER_HUB = "markweber/maskbit_tokenizer_{bits}bit"
 RELEASED_BITS = (10, 12, 14, 16, 18)
 RENAME = {"token_emb": "input_proj"}
 
-# Di[M]O on MaskBit: the paper (Soft-Di[M]O, Table 1) gives no hyper-parameters for this teacher and no official
-# Di[M]O code exists for it, so the distillation keeps the official MaskGit run's settings (lr 1e-5, FKL, r_init
-# 0.6, sigma 0.1, teacher CFG u + 2 (c - u) = c + 1 (c - u), EMA 0.9999) with MaskBit's own training choices where
-# they differ: the arccos schedule and independent (Bernoulli) masking of every entry, label smoothing 0.1.
-# Teacher rows use MaskBit's 14-bit evaluation sampler (64 steps, w 7.1, power-cosine ramp with pow 3,
-# randomize_temperature 7.8, softmax temperature 1).
-DIMO_RECIPE = {
-    "trainer": {"batch_size": 128, "steps": 30_000, "checkpoint_every": 1000},
-    "method": {"lr_generator": 1e-5, "lr_aux": 1e-5, "warmup_steps": 100, "adam_eps": 1e-6, "grad_clip": 1.0,
-               "ema_decay": 0.9999, "cfg_scale": 2.0, "token_norm": "sum", "weight": "none",
-               "aux_sample": "fresh", "label_smoothing": 0.1, "mask_count": "bernoulli"},
-    "divergence": {"name": "fkl"},
-    "init": {"name": "mixed", "r_init": 0.6, "sigma": 0.1, "count": "exact"},
-    "schedule": {"name": "arccos"},
-    "sampler": {"name": "maskbit"},
-}
-
 
 class MaskBitConfig(PluginConfig):
     bits: int = Field(14, gt=1, description="LFQ bits K per position (released: 10, 12, 14, 16, 18)")
@@ -91,7 +74,7 @@ class MaskBitConfig(PluginConfig):
 class MaskBitTeacher(Teacher):
     """MaskBit: a flat grid of L*G group entries (see transformer.py), bit inputs, class appended, VQGAN+ decoder."""
     Config = MaskBitConfig
-    recipes = {"dimo": DIMO_RECIPE, "soft_dimo": DIMO_RECIPE}
+    recipe = "maskbit"   # plugins/recipes/maskbit/*.yaml (subclasses inherit them)
 
     def __init__(self, config: MaskBitConfig):
         super().__init__(config)

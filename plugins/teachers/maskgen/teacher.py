@@ -29,7 +29,6 @@ from core.interfaces import Teacher
 from plugins.prompts import PromptConditioned, TextConditioner, TextToImageConfig, load_prompts
 from plugins.teachers.amused.loading import read_json, read_safetensors
 from plugins.teachers.maskgen.network import MaskGenArch, MaskGenNetwork, TATiTokArch, TATiTokVQ, fold_tied_head
-from plugins.teachers.maskgen.recipes import DIMO_RECIPE, SOFT_DIMO_RECIPE
 from plugins.teachers.maskgit.loading import locate, safe_torch_load
 
 GENERATOR_HUB_ID = "turkeyju/generator_maskgen_vq_l"
@@ -77,7 +76,7 @@ class MaskGenConfig(TextToImageConfig):
 
 class MaskGenTeacher(PromptConditioned, Teacher):
     Config = MaskGenConfig
-    recipes = {"dimo": DIMO_RECIPE, "soft_dimo": SOFT_DIMO_RECIPE}
+    recipe = "maskgen"   # plugins/recipes/maskgen/*.yaml (subclasses inherit them)
 
     def __init__(self, config):
         super().__init__(config)

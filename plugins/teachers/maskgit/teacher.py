@@ -34,31 +34,6 @@ VQGAN_YAML = "pretrained_maskgit/VQGAN/model.yaml"
 HALTON_HUB_ID = "llvictorll/Halton-MaskGIT"
 LLAMAGEN_HUB_ID = "FoundationVision/LlamaGen"
 
-# The official Di[M]O run on this teacher (yuanzhi-zhu/DiMO configs/DIMO_MaskGit.yaml + launch script):
-# 2 GPUs x 64, lr 1e-5 for both nets, FKL, r_init 0.6, sigma 0.1, true_cfg 2.0, arccos, sum reduction,
-# the reported checkpoint at 30k steps, one-step samples at temperature 7 (the paper's best FID). The
-# official script left the teacher in train mode (dropout on); the recipe keeps dimo's eval default.
-# Teacher sampling as in the paper (App. D): random re-masking, 16 steps, softmax temperature 1.3
-# (MaskGIT-pytorch multiplies logits by it), CFG w = 2.5 in the (1 + w) c - w u convention, ramped.
-DIMO_RECIPE = {
-    "trainer": {"batch_size": 128, "steps": 30_000, "checkpoint_every": 1000},
-    "method": {"lr_generator": 1e-5, "lr_aux": 1e-5, "warmup_steps": 100, "adam_eps": 1e-6,
-               "grad_clip": 1.0, "ema_decay": 0.9999, "cfg_scale": 2.0, "token_norm": "sum",
-               "weight": "none", "aux_sample": "fresh", "label_smoothing": 0.1, "mask_count": "exact",
-               "sample_temperature": 7.0},
-    "divergence": {"name": "fkl"},
-    "init": {"name": "mixed", "r_init": 0.6, "sigma": 0.1, "count": "exact"},
-    "schedule": {"name": "arccos"},
-    "sampler": {"name": "random", "temperature": 1 / 1.3, "cfg_scale": 3.5, "cfg_schedule": "linear",
-                "step_counts": "proportional"},
-}
-# Halton-MaskGIT has no official Di[M]O run: only its sampler settings (README: HaltonSampler(sm_temp_min=1,
-# sm_temp_max=1.2, w=2, step=32, randomize=True)) are the defaults; the distillation keeps dimo's.
-HALTON_RECIPE = {
-    "sampler": {"name": "halton", "temperature": 1.0, "temperature_end": 1 / 1.2, "cfg_scale": 3.0,
-                "cfg_schedule": "constant", "randomize": True, "step_counts": "halton"},
-}
-
 
 class VQTeacherConfig(PluginConfig):
     resolution: int = Field(256, gt=0, description="image size (a multiple of 16; tokens = (resolution/16)^2)")
@@ -164,7 +139,7 @@ class MaskGitConfig(VQTeacherConfig):
 class MaskGitTeacher(VQTeacher):
     """MaskGIT-pytorch, 1024 taming VQGAN codes, class token appended to the input."""
     Config = MaskGitConfig
-    recipes = {"dimo": DIMO_RECIPE}
+    recipe = "maskgit"   # plugins/recipes/maskgit/*.yaml (subclasses inherit them)
 
     def default_transformer_file(self) -> str:
         return TRANSFORMER_FILE.format(resolution=self.config.resolution)
@@ -223,7 +198,7 @@ class HaltonConfig(VQTeacherConfig):
 class HaltonTeacher(VQTeacher):
     """Halton-MaskGIT: adaLN class conditioning (no class tokens in the input), LlamaGen VQ 16384 codes."""
     Config = HaltonConfig
-    recipes = {"dimo": HALTON_RECIPE}
+    recipe = "halton_maskgit"   # plugins/recipes/halton_maskgit/*.yaml (subclasses inherit them)
 
     def default_transformer_file(self) -> str:
         return f"ImageNet_{self.config.resolution}_{self.config.size}.pth"

@@ -30,7 +30,6 @@ from core.errors import UserError
 from plugins.inits import vp_noise
 from plugins.prompts import TextConditioner, load_prompts
 from plugins.teachers.amused.loading import diffusers_model, save_diffusers_model, weights_name
-from plugins.teachers.amused.recipes import DIMO_RECIPE as AMUSED_DIMO
 from plugins.teachers.amused.teacher import AmusedConfig, AmusedTeacher
 from plugins.teachers.maskgit.loading import locate
 from plugins.teachers.meissonic.transformer import MeissonicTransformer
@@ -39,17 +38,6 @@ HUB_ID = "MeissonFlow/Meissonic"
 # Meissonic's inference.py default negative prompt (and the official Di[M]O distillation's unconditional branch).
 NEGATIVE_PROMPT = ("worst quality, low quality, low res, blurry, distortion, watermark, logo, signature, text, jpeg "
                    "artifacts, signature, sketch, duplicate, ugly, identifying mark")
-
-# The official Di[M]O Meissonic run (yuanzhi-zhu/DiMO configs/DIMO_Meissonic.yaml + scripts/launch_DIMO_Meissonic.sh,
-# reference/dimo_official_code.md): lr 1e-6 both nets, FKL, r_init 0.5, embedding noise 0.3 on the output of
-# ``embed``, teacher CFG 4.0 against the negative prompt, cosine schedules (x_t's ratio clamped to [0.02, 0.98]),
-# sum reduction, EMA 0.9999, timestep 0 for all three networks, bf16, gradient checkpointing, 1 GPU x micro-batch
-# 2 x 8 accumulation = 16, the reported checkpoint at 13k steps (aMUSEd's recipe is the same configuration).
-# Teacher rows: Meissonic's pipeline sampler at guidance 9 (inference.py: 64 steps; the paper's Table 3 row: 32).
-DIMO_RECIPE = {**AMUSED_DIMO, "schedule": {"name": "cosine_clamped", "low": 0.02, "high": 0.98},
-               "sampler": {"name": "meissonic", "cfg_scale": 9.0}}
-SOFT_DIMO_RECIPE = {**DIMO_RECIPE, "method": {**DIMO_RECIPE["method"], "w_gan": 0.0, "w_reward": 1.0,
-                                              "rewards": [{"name": "hps", "weight": 1.0}, {"name": "clip", "weight": 1.0}]}}
 
 
 class MeissonicNetwork(MeissonicTransformer):
@@ -103,7 +91,7 @@ class MeissonicConfig(AmusedConfig):
 
 class MeissonicTeacher(AmusedTeacher):
     Config = MeissonicConfig
-    recipes = {"dimo": DIMO_RECIPE, "soft_dimo": SOFT_DIMO_RECIPE}
+    recipe = "meissonic"   # plugins/recipes/meissonic/*.yaml (subclasses inherit them)
 
     def __init__(self, config: MeissonicConfig):
         super().__init__(config)
