@@ -1,9 +1,11 @@
 """The training engine: runs any method. One DeepSpeed engine per trainable role, frozen models in
-inference, EMA, checkpoints with resume, logging and a progress bar. Methods hold only their algorithm."""
+inference, data batches, the method's offline stages, EMA, checkpoints with resume, logging and a progress bar.
+Methods hold only their algorithm and reach their roles through StepContext handles."""
 from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any, Optional
 
 import torch
 from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler, TensorDataset
 from tqdm import tqdm
 
 from core import checkpoint, distributed as dist
@@ -43,6 +46,42 @@ def seed_step(seed: int, step: int, rank: int) -> None:
     torch.manual_seed((seed * 1_000_003 + step * 7919 + rank * 104_729) % (2 ** 63))
 
 
+def warmup(optimizer: torch.optim.Optimizer, steps: int):
+    """torch's linear LR warm-up: step k (from 0) at (k + 1) / ``steps`` of the lr, the full lr from step
+    ``steps`` - 1 on; None (a constant lr) for ``steps`` <= 1. The optimizer and its schedule are torch's and
+    DeepSpeed steps them; its own ``WarmupLR`` would hold the lr at its minimum for the first two steps."""
+    if steps <= 1:
+        return None
+    return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / steps, total_iters=steps - 1)
+
+
+class EpochStream(Sampler[int]):
+    """One rank's sample indices, epoch after epoch without end, from position ``start`` of that stream: each
+    epoch is the DistributedSampler's (a permutation seeded from (seed, epoch), every world-th index for this
+    rank). Batches run on across epoch boundaries, so every batch is full and step k's batch depends on k only."""
+
+    def __init__(self, shards: DistributedSampler, start: int):
+        self.shards, self.start = shards, start
+
+    def __iter__(self):
+        epoch, offset = divmod(self.start, len(self.shards))
+        while True:
+            self.shards.set_epoch(epoch)
+            yield from itertools.islice(iter(self.shards), offset, None)
+            epoch, offset = epoch + 1, 0
+
+
+def data_batches(tokens: torch.Tensor, cond: torch.Tensor, micro: int, seed: int, rank: int = 0, world: int = 1,
+                 start: int = 0):
+    """This rank's ``(tokens, cond)`` batches of ``micro`` samples for steps ``start, start + 1, ...``: torch's
+    DataLoader over the data, shuffled and split across ranks by a DistributedSampler (on one process, epoch e
+    is ``randperm(n)`` seeded ``31 seed + e``). Whole batches are indexed at once (``batch_size=None``)."""
+    dataset = TensorDataset(tokens, cond)
+    shards = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed * 31)
+    batches = BatchSampler(EpochStream(shards, start * micro), micro, drop_last=False)
+    return iter(DataLoader(dataset, sampler=batches, batch_size=None))
+
+
 def zero3_gather(module: nn.Module, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
@@ -62,7 +101,7 @@ class Trainer:
         stage = self.tcfg["zero_stage"] if trainable else (3 if self.tcfg["zero_stage"] == 3 else 0)
         cfg = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": 1,
                "zero_optimization": {"stage": stage}, "steps_per_print": 10 ** 9, "wall_clock_breakdown": False,
-               "zero_allow_untested_optimizer": True, **self._precision_config(trainable)}
+               **self._precision_config(trainable)}
         if trainable and role.grad_clip:
             cfg["gradient_clipping"] = role.grad_clip
         return cfg
@@ -92,9 +131,7 @@ class Trainer:
         if not params:
             raise ValueError(f"role '{name}' is trainable but has no parameter that requires grad")
         opt = torch.optim.Adam(params, lr=role.lr, betas=role.betas, eps=role.eps, weight_decay=role.weight_decay)
-        warm = max(role.warmup_steps, 0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
-        engine, *_ = deepspeed.initialize(model=module, optimizer=opt, lr_scheduler=sched,
+        engine, *_ = deepspeed.initialize(model=module, optimizer=opt, lr_scheduler=warmup(opt, role.warmup_steps),
                                           config=self._deepspeed_config(role, micro, True))
         engine.train()
         return engine
@@ -158,18 +195,6 @@ class Trainer:
         if self.use_bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-    def _batch(self, step: int):
-        """Epoch-wise permutations of the data, identical on every rank; each rank takes its slice."""
-        tokens, cond = self.data
-        n, bs = tokens.shape[0], self.tcfg["batch_size"]
-        start, idx = step * bs, []
-        while len(idx) < bs:
-            epoch, offset = divmod(start + len(idx), n)
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.tcfg["seed"] * 31 + epoch))
-            idx.extend(perm[offset: offset + bs - len(idx)].tolist())
-        mine = torch.tensor(idx[self.rank * self.micro:(self.rank + 1) * self.micro])
-        return tokens[mine].to(self.device), cond[mine].to(self.device)
 
     def _context(self, step: int, batch=None) -> StepContext:
         return StepContext(step=step, models=self.models, update=self._update, module=self._module,
@@ -248,6 +273,8 @@ class Trainer:
         bar = tqdm(total=steps, initial=start, disable=not (dist.is_main() and self.tcfg["progress"]),
                    desc=f"{self.cfg['method']['name']}:{self.cfg['teacher']['name']}", dynamic_ncols=True)
         history, last = [], time.time()
+        batches = None if self.data is None else data_batches(*self.data, self.micro, self.tcfg["seed"],
+                                                              self.rank, self.world, start)
         self.health = Health(self.tcfg["on_nonfinite"], self.world,
                              [n for n, r in self.roles.items() if r.trainable and r.nan_to_num])
         for step in range(start, steps):
@@ -257,7 +284,8 @@ class Trainer:
             self.health.step = step
             self._logging = (step + 1) % self.tcfg["log_every"] == 0 or step + 1 == steps
             self._run_stages(step, first=step == start)
-            ctx = self._context(step, self._batch(step) if self.data is not None else None)
+            batch = tuple(t.to(self.device) for t in next(batches)) if batches is not None else None
+            ctx = self._context(step, batch)
             try:
                 logs = self.method.train_step(ctx)
             except RuntimeError as exc:   # e.g. sampling from nan probabilities: name step, roles, last values

@@ -1,4 +1,6 @@
-"""Cached, chunked, resumable offline stages (e.g. ReDi's pair generation).
+"""Cached, chunked, resumable offline stages (e.g. ReDi's pair generation). A method declares its stages in
+``Method.offline_stages`` and the engine runs them before the steps that need them (``Method.run_stage``); a
+resumed run re-enters the latest one, which, cached here, reads its output back instead of remaking it.
 
 A stage writes its output as numbered safetensors chunks in one folder::
 

@@ -1,11 +1,13 @@
-"""The sealed engine: the role handles a method gets in its StepContext (``mode``, ``module``, ``copy_weights``)
-and the offline stages the engine runs from ``Method.offline_stages`` (ReDi's pair generation): before the
-steps that need them, on every rank, and on resume without remaking what they made."""
+"""The sealed engine: the role handles a method gets in its StepContext (``mode``, ``module``, ``copy_weights``),
+the offline stages the engine runs from ``Method.offline_stages`` (ReDi's pair generation: before the steps that
+need them, on every rank, and on resume without remaking what they made), and the library pieces it builds on:
+torch's DataLoader with a DistributedSampler for data batches, torch's LR warm-up."""
 import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from core.engine import data_batches, warmup
 from core.interfaces import StepContext
 from plugins.methods import redi as R
 
@@ -107,4 +109,65 @@ def test_offline_stage_runs_before_its_steps_and_is_not_remade_on_resume(tiny_te
     # phase 1's pairs are read back from the cache (no chunk made), phase 0's stage is skipped
     assert events == [("stage", 4), ("step", 4), ("step", 5)]
     resumed = load_file(str(run / "student.safetensors"))
+    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data batches and the LR warm-up
+# ---------------------------------------------------------------------------------------------------
+
+def indexed_data(n):
+    """Tokens whose first column is the sample's index, and conditions 10 x the index."""
+    return torch.arange(n)[:, None].repeat(1, 3), torch.arange(n) * 10
+
+
+def take(batches, k):
+    out = [next(batches) for _ in range(k)]
+    assert all(torch.equal(cond, tokens[:, 0] * 10) for tokens, cond in out)   # rows stay paired
+    return [tokens[:, 0] for tokens, _ in out]
+
+
+def test_one_process_draws_each_epochs_permutation_and_batches_run_across_epochs():
+    n, micro, seed = 10, 4, 3
+    batches = take(data_batches(*indexed_data(n), micro, seed), 6)               # 24 draws: 3 epochs
+    epochs = [torch.randperm(n, generator=torch.Generator().manual_seed(31 * seed + e)) for e in range(3)]
+    assert all(b.shape == (micro,) for b in batches)
+    assert torch.equal(torch.cat(batches), torch.cat(epochs)[:24])
+
+
+def test_ranks_share_each_epoch_and_a_resumed_stream_continues_exactly():
+    n, micro, world = 12, 3, 2
+    streams = [take(data_batches(*indexed_data(n), micro, 0, rank, world), 4) for rank in range(world)]
+    for epoch in (0, 1):   # 2 batches per rank per epoch: together, every sample once
+        drawn = torch.cat([b for stream in streams for b in stream[2 * epoch:2 * epoch + 2]])
+        assert sorted(drawn.tolist()) == list(range(n))
+    for rank in range(world):
+        resumed = take(data_batches(*indexed_data(n), micro, 0, rank, world, start=1), 3)
+        assert all(torch.equal(a, b) for a, b in zip(resumed, streams[rank][1:]))
+
+
+@pytest.mark.parametrize("steps", [0, 1, 4])
+def test_warmup_is_linear_from_the_first_step_to_the_full_lr(steps):
+    opt = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=0.2)
+    schedule = warmup(opt, steps)
+    lrs = []
+    for _ in range(steps + 3):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if schedule is not None:
+            schedule.step()
+    expected = [0.2 * min(1.0, (k + 1) / steps) if steps else 0.2 for k in range(steps + 3)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert (schedule is None) == (steps <= 1)
+
+
+def test_a_resumed_data_run_matches_the_uninterrupted_one(tiny_teacher, tmp_path):
+    """SDTT reads data batches (the DataLoader resumes at the step's position) and copies the student into its
+    checkpointed round teacher at step 2 (the step it resumes at)."""
+    args = ["method.base_steps=4", "method.steps_per_round=2", "method.student_dropout=true", "trainer.steps=4",
+            "trainer.checkpoint_every=2"]
+    trainer_for(tiny_teacher, tmp_path, "sdtt", *args).train()
+    uninterrupted = load_file(str(tmp_path / "student.safetensors"))
+    trainer_for(tiny_teacher, tmp_path, "sdtt", *args, "trainer.resume=auto").train()   # from step-00000002
+    resumed = load_file(str(tmp_path / "student.safetensors"))
     assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
