@@ -11,8 +11,10 @@ file; ``evaluate`` writes a list of records (one per student step count) to a ne
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -146,15 +148,25 @@ def write(path: Path, data: dict | Result) -> Result:
 RECORDS = TypeAdapter(list[Result])
 
 
-def write_records(path: Path, records: list[dict]) -> list[Result]:
-    """A list of records (``python -m core.run evaluate``), validated, written atomically."""
-    from core.checkpoint import atomic_write_text
+def write_new_records(folder: Path, stem: str, records: list[dict]) -> Path:
+    """Validated records in a new file ``<folder>/<stem>-N.json``, N the first free number: a file that exists
+    is never overwritten, not even by a concurrent writer (the complete file is hard-linked into place)."""
     try:
         checked = RECORDS.validate_python(records)
     except ValidationError as exc:
-        raise UserError(describe(exc, str(path))) from None
-    atomic_write_text(Path(path), RECORDS.dump_json(checked, indent=1).decode() + "\n")
-    return checked
+        raise UserError(describe(exc, f"{folder}/{stem}-N.json")) from None
+    tmp = Path(folder) / f".{stem}-{os.getpid()}.tmp"
+    tmp.write_bytes(RECORDS.dump_json(checked, indent=1) + b"\n")
+    try:
+        for n in itertools.count(1):
+            path = Path(folder) / f"{stem}-{n}.json"
+            try:
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                continue
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_records(path: Path) -> list[Result]:
@@ -273,6 +285,14 @@ def scored(per_seed: list[dict], tokens: list[torch.Tensor], metric_names: list[
     mean, spread = summarise(per_seed)
     return {"metrics": mean, "spread": spread, "per_seed": [{k: r[k] for k in mean} for r in per_seed],
             "higher_is_better": higher_is_better(metric_names, mean, known), "sample_hash": tokens_hash(tokens)}
+
+
+def new_record(entry: dict, resolved: dict, device: torch.device, used: tuple[tuple[str, str], ...] = (),
+               **fields) -> dict:
+    """A record's common fields: what ran (``entry``, the resolved config), where and with what (``env``; ``used``:
+    (kind, name) of plugins used beside the config's), when; ``fields``: the rest."""
+    return {"schema_version": SCHEMA_VERSION, "entry": entry, "config": resolved,
+            "env": environment(resolved, device, used), "date": now(), **fields}
 
 
 def tokens_hash(token_batches: list[torch.Tensor]) -> str:

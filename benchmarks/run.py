@@ -19,7 +19,7 @@ Options:
     render=false              do not re-render the leaderboards after a suite
     progress=false            no progress bar
 Any other key refines the suite: eval.seeds=[0], eval.samples_per_class=50, seeds=[0,1], trainer.steps=200
-(every method), teacher.<field>=... (every teacher), reference=<stats.npz>, performance=null, ...
+(every method), teacher.<field>=... (every teacher), evaluator.reference=<stats.npz>, performance=null, ...
 """
 from __future__ import annotations
 

@@ -43,20 +43,13 @@ class Outcome:
 # configs
 # ------------------------------------------------------------------------------------------------
 
-def default_metrics(suite: Suite, teacher_section: dict) -> list[str]:
-    """The suite's metrics, else the task's exact metrics (known distributions), else the image ones."""
-    from core.config import lookup
-    from core.evaluate import DEFAULT_METRICS
-    if suite.eval.metrics:
-        return list(suite.eval.metrics)
-    exact = lookup("teacher", teacher_section["name"]).exact_metrics
-    return list(exact or DEFAULT_METRICS)
-
-
 def eval_section(suite: Suite, entry: Entry) -> dict:
+    from core.config import lookup
+    from core.evaluate import metrics_for
     e = suite.eval
     return {"enabled": False, "samples_per_class": e.samples_per_class, "batch_size": e.batch_size,
-            "seed": e.seeds[0], "teacher_steps": [entry.steps], "metrics": default_metrics(suite, entry.teacher)}
+            "seed": e.seeds[0], "teacher_steps": [entry.steps],
+            "metrics": metrics_for(lookup("teacher", entry.teacher["name"]), e.metrics)}
 
 
 def resolve_entry(suite: Suite, entry: Entry) -> dict:
@@ -214,9 +207,8 @@ class Runner:
     def evaluator(self):
         """The suite's evaluator plugin, built once (it keeps reference features across entries)."""
         if self._evaluator is None:
-            from registry.registry import build
-            options = {k: v for k, v in self.suite.evaluator.items() if k != "name"}
-            self._evaluator = build("evaluator", self.suite.evaluator["name"], options)
+            from core.evaluate import build_evaluator
+            self._evaluator = build_evaluator(self.suite.evaluator)
         return self._evaluator
 
     def availability(self) -> Optional[str]:
@@ -243,7 +235,7 @@ class Runner:
             record = self._perf(entry, resolved)
         else:
             record = self._quality(entry, resolved)
-        record.update(config_hash=h, date=results.now(), wall_time_s=time.time() - t0)
+        record.update(config_hash=h, wall_time_s=time.time() - t0)
         results.write(path, record)
         self._teacher_sha.clear()   # a teacher may have been pre-trained by this entry
         return Outcome(entry, "ran", path)
@@ -252,12 +244,11 @@ class Runner:
         used = [("evaluator", self.suite.evaluator["name"])] if entry.kind != "perf" else []
         if entry.search is not None:
             used.append(("search", entry.search["mode"]))
-        return {"schema_version": results.SCHEMA_VERSION,
-                "entry": {"suite": self.suite.name, "suite_version": self.suite.version, "id": entry.id,
-                          "group": entry.group, "label": entry.label, "teacher": entry.teacher["name"],
-                          "method": resolved["method"]["name"] if entry.kind != "teacher" else None,
-                          "sampler": (entry.sampler or {}).get("name"), "steps": entry.steps},
-                "config": resolved, "env": results.environment(resolved, device, tuple(used)), **fields}
+        info = {"suite": self.suite.name, "suite_version": self.suite.version, "id": entry.id, "group": entry.group,
+                "label": entry.label, "teacher": entry.teacher["name"],
+                "method": resolved["method"]["name"] if entry.kind != "teacher" else None,
+                "sampler": (entry.sampler or {}).get("name"), "steps": entry.steps}
+        return results.new_record(info, resolved, device, tuple(used), **fields)
 
     def _quality(self, entry: Entry, resolved: dict) -> dict:
         from core.config import config_hash

@@ -115,11 +115,9 @@ class Suite(Spec):
     @classmethod
     def _evaluator(cls, v: Any) -> dict:
         """A name or a section, checked against the installed evaluator plugins and their options."""
-        from core.config import lookup, validate
-        section = {"name": v} if isinstance(v, str) else dict(v or {})
-        name = section.pop("name", None) or "embedded"
+        from core.evaluate import evaluator_section
         try:
-            return {"name": name, **validate(lookup("evaluator", name).Config, section, "evaluator")}
+            return evaluator_section(v)
         except UserError as exc:
             raise ValueError(str(exc)) from None
 

@@ -37,6 +37,19 @@ def parse_kv(args: list[str], example: str = "key=value", flat: Optional[set[str
     return out
 
 
+def split_options(args: list[str], names) -> tuple[dict[str, str], list[str]]:
+    """A command's own flat options (e.g. ``checkpoint=``, ``device=``) taken out of ``args``; the rest are config
+    keys for ``core.config.parse_overrides``, parsed exactly as training parses them (``config=`` files too)."""
+    options, rest = {}, []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key in names:
+            options[key] = value
+        else:
+            rest.append(arg)
+    return options, rest
+
+
 def check_keys(values: dict, valid, command: str) -> None:
     """Unknown top-level keys are errors naming the valid ones."""
     unknown = [k for k in values if k not in valid]

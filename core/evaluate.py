@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from core.errors import UserError
 from core.interfaces import EvalData, Samples, Teacher
 
 DEFAULT_METRICS = ("frechet", "inception_score", "prdc", "accuracy")
@@ -51,7 +52,6 @@ class Scorer:
             metrics = self.exact if tuple(metrics) == tuple(DEFAULT_METRICS) else tuple(metrics)
             wrong = [m for m in metrics if m not in self.exact]
             if wrong:
-                from core.errors import UserError
                 raise UserError(f"eval.metrics: {wrong} need image features, which teacher "
                                 f"{type(teacher).__name__} has none of; its exact metrics: {', '.join(self.exact)}")
             self.metrics = [build("metric", m) for m in metrics]
@@ -131,34 +131,112 @@ def evaluate_models(models: list[tuple[str, int, Callable]], teacher: Teacher, e
 
 
 def write_results(path: Path, rows: list[dict], resolved: dict, extra: Optional[dict] = None) -> Path:
+    from benchmarks.results import plugins_used
     from core.config import config_hash
     from core.export import versions
     from core.checkpoint import atomic_write_text
+    plugins = {f"{i.kind}={i.name}": f"{i.distribution} {i.version}" for i in plugins_used(resolved)}
     payload = {"config": resolved, "config_hash": config_hash(resolved), "seed": resolved["eval"]["seed"],
-               "train_seed": resolved["trainer"]["seed"], "versions": versions(), "rows": rows, **(extra or {})}
+               "train_seed": resolved["trainer"]["seed"], "versions": versions(), "plugins": plugins, "rows": rows,
+               **(extra or {})}
     atomic_write_text(path, json.dumps(payload, indent=1))
     return path
 
 
-def evaluate_command(args: list[str]) -> int:
-    from core.config import EvalConfig, validate
-    from core.errors import UserError
-    from core.export import load_student
-    opts = dict(a.split("=", 1) for a in args if "=" in a)
-    if "checkpoint" not in opts:
-        raise UserError("evaluate needs checkpoint=<run folder or student.safetensors>")
-    from core.distributed import compute_device
-    device = opts.pop("device", "auto")
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"evaluate: device='{device}' is not valid; valid: auto, cpu, cuda")
-    method, teacher, net, resolved = load_student(opts.pop("checkpoint"), compute_device(device))
-    eval_cfg = dict(resolved["eval"])
-    overrides = {k.split(".", 1)[1]: v for k, v in opts.items() if k.startswith("eval.")}
-    unknown = [k for k in opts if not k.startswith("eval.")]
+def metrics_for(teacher_cls, metrics=None) -> list[str]:
+    """The metrics an evaluation of a teacher's task computes: ``metrics`` if given, except that a task with exact
+    metrics (a known distribution) replaces the default image metrics by them."""
+    exact = list(teacher_cls.exact_metrics)
+    if metrics and not (exact and tuple(metrics) == DEFAULT_METRICS):
+        return list(metrics)
+    return exact or list(DEFAULT_METRICS)
+
+
+# ------------------------------------------------------------------------------------------------
+# python -m core.run evaluate
+# ------------------------------------------------------------------------------------------------
+
+EVALUATE_OPTIONS = {"checkpoint": None, "device": "auto"}
+EVALUATE_SECTIONS = ("eval", "evaluator")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def evaluate_settings(args: list[str]) -> tuple[dict, dict]:
+    """``evaluate``'s own options (checkpoint=, device=) and the sections it may change (eval, evaluator), parsed
+    as training parses its arguments: ``config=`` files, refined by ``section.field=value`` (YAML lists too)."""
+    from core.cli import split_options
+    from core.config import merge, parse_overrides
+    options, rest = split_options(args, EVALUATE_OPTIONS)
+    files, overrides = parse_overrides(rest)
+    user: dict = {}
+    for layer in [values for _, values in files] + [overrides]:   # lowest first, as in training
+        user = merge(user, layer)
+    unknown = [k for k in user if k not in EVALUATE_SECTIONS]
     if unknown:
-        raise UserError(f"evaluate: unknown key(s) {', '.join(unknown)}; valid: checkpoint, device, eval.<field>")
-    eval_cfg = validate(EvalConfig, {**eval_cfg, **overrides}, "eval")
-    models = [("student", k, lambda c, g, k=k: method.generate(net, c, g, steps=k)) for k in method.sample_steps]
-    rows, _ = evaluate_models(models, teacher, eval_cfg)
+        raise UserError(f"evaluate: unknown key(s) {', '.join(unknown)}; valid: checkpoint, device, config, "
+                        f"eval.<field>, evaluator=NAME, evaluator.<option> (the trained run fixes its other sections)")
+    options = {**EVALUATE_OPTIONS, **options}
+    if not options["checkpoint"]:
+        raise UserError("evaluate needs checkpoint=<run folder or student.safetensors>")
+    if options["device"] not in DEVICES:
+        raise UserError(f"evaluate: device='{options['device']}' is not valid; valid: {', '.join(DEVICES)}")
+    return options, user
+
+
+def evaluator_section(value=None) -> dict:
+    """An evaluator selection (a name, or a mapping of ``name`` and its options; default ``embedded``) checked
+    against the installed evaluator plugins: ``{name, **options}``."""
+    from core.config import lookup, validate
+    section = {"name": value} if isinstance(value, str) else dict(value or {})
+    name = section.pop("name", None) or "embedded"
+    return {"name": name, **validate(lookup("evaluator", name).Config, section, "evaluator")}
+
+
+def build_evaluator(section: dict):
+    from registry.registry import build
+    return build("evaluator", section["name"], {k: v for k, v in section.items() if k != "name"})
+
+
+def evaluate_command(args: list[str]) -> int:
+    """Score a trained student with an evaluator plugin; the records (``benchmarks.results`` schema, one per
+    student step count) go to a new ``evaluation-N.json`` beside the run's results, never over an old file."""
+    from benchmarks import results
+    from core.config import EvalConfig, config_hash, merge, validate
+    from core.distributed import compute_device
+    from core.errors import check_writable_dir
+    from core.export import load_student, student_weights
+    options, user = evaluate_settings(args)
+    validate(EvalConfig, user.get("eval", {}), "eval")            # bad values fail before anything is loaded
+    weights = student_weights(options["checkpoint"])
+    check_writable_dir(weights.parent, "checkpoint", options["checkpoint"])
+    section = evaluator_section(user.get("evaluator"))
+    evaluator = build_evaluator(section)
+    reason = evaluator.unavailable()
+    if reason:
+        raise UserError(reason)
+    device = compute_device(options["device"])
+    method, teacher, net, resolved = load_student(options["checkpoint"], device)
+    ev = validate(EvalConfig, merge(resolved["eval"], user.get("eval", {})), "eval")
+    ev["metrics"] = metrics_for(type(teacher), ev["metrics"])
+    resolved = {**resolved, "eval": ev}
+    identity = {"evaluate": str(weights.name), "student_sha256": results.file_sha256(weights),
+                "evaluator": section, **evaluator.identity()}
+    records, rows = [], []
+    for k in method.sample_steps:
+        t0 = time.perf_counter()
+        per_seed, tokens, n = evaluator.run(lambda c, g, k=k: method.generate(net, c, g, steps=k), teacher, ev,
+                                            [ev["seed"]], desc=f"student {k} step(s)")
+        entry = {"suite": None, "suite_version": None, "id": f"student-{k}step", "group": "distillation",
+                 "label": weights.parent.name or "student", "teacher": resolved["teacher"]["name"],
+                 "method": resolved["method"]["name"], "sampler": None, "steps": k}
+        fields = results.scored(per_seed, tokens, ev["metrics"], evaluator.higher_is_better)
+        records.append(results.new_record(
+            entry, resolved, device, (("evaluator", section["name"]),),
+            config_hash=results.entry_hash(resolved, {**identity, "steps": k}), train_config_hash=config_hash(resolved),
+            teacher_sha256=results.teacher_sha256(teacher), seeds={"train": resolved["trainer"]["seed"],
+                                                                   "sample": [ev["seed"]]},
+            wall_time_s=time.perf_counter() - t0, train_time_s=None, num_samples=n, **fields))
+        rows.append({"model": "student", "steps": k, **fields["metrics"]})
     print(format_table(rows))
+    print(f"dimo: results in {results.write_new_records(weights.parent, 'evaluation', records)}")
     return 0

@@ -36,11 +36,16 @@ def save_student(module: nn.Module, resolved: dict, run_dir: Path, used_ema: boo
     return path
 
 
+def student_weights(checkpoint: str) -> Path:
+    """The weights file a ``checkpoint=`` names: a run folder's ``student.safetensors``, or the file itself."""
+    p = Path(checkpoint)
+    return p / "student.safetensors" if p.is_dir() else p
+
+
 def load_student(checkpoint: str, device=None):
     """``checkpoint``: a run folder or its ``student.safetensors``. Returns (method, teacher, network, config),
     the network on ``device`` (default: CPU)."""
-    p = Path(checkpoint)
-    weights = p / "student.safetensors" if p.is_dir() else p
+    weights = student_weights(checkpoint)
     card = weights.with_name("student.json")
     if not weights.is_file():
         raise UserError(f"checkpoint '{checkpoint}' not found: expected a run folder or a student.safetensors file")

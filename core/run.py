@@ -10,7 +10,9 @@ Commands:
     show-config      print the resolved config (and its hash) without running; each value's comment says where
                      it comes from: default, recipe TEACHER/NAME, file PATH or command line
     generate         sample from a trained student: checkpoint=<run folder> n=64 [out=grid.png] [seed=0]
-    evaluate         evaluate a trained student: checkpoint=<run folder> [eval.samples_per_class=...]
+    evaluate         evaluate a trained student anew: checkpoint=<run folder> [eval.metrics=[accuracy] ...]
+                     [config=eval.yaml] [evaluator=NAME evaluator.<option>=...] [device=cpu]; the records go
+                     to a new evaluation-N.json in the run folder (never over an older one)
 
 Keys:
     method=NAME, teacher=NAME, divergence=NAME, ...   select a plugin

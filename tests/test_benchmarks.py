@@ -176,6 +176,38 @@ def test_the_imagenet_template_is_skipped_with_a_reason_without_checkpoint_and_s
     assert not (tmp_path / "results").exists()
 
 
+def test_suites_take_any_installed_evaluator_plugin(monkeypatch, tmp_path, capsys):
+    """The evaluator is a plugin kind: a third-party one is selected by name with its options, which join the
+    entry hash through ``identity()``; ``unavailable()`` skips the suite with its reason."""
+    from pydantic import Field
+    from benchmarks.runner import Runner
+    from core.interfaces import PluginConfig, SampleEvaluator
+    from registry import get_registry
+
+    class Remote(SampleEvaluator):
+        class Config(PluginConfig):
+            model: str = Field("a", description="feature model")
+
+        def unavailable(self):
+            return f"feature model {self.config.model} is not on this machine"
+
+        def identity(self):
+            return {"model": self.config.model}
+
+    reg = get_registry()
+    monkeypatch.setitem(reg.entries, "evaluator", dict(reg.entries["evaluator"]))
+    reg.add("evaluator", "remote", Remote, plugin="remote", distribution="acme-eval", version="1.0")
+
+    def entry_hash(model):
+        suite = tiny_suite(evaluator={"name": "remote", "model": model})
+        return Runner(suite, tmp_path / "r", tmp_path / "w").is_current(entries(suite)[0])[1]
+    assert entry_hash("b") == entry_hash("b") != entry_hash("c")
+    assert run_suite(tiny_suite(evaluator="remote"), tmp_path / "r", tmp_path / "w", progress=False) == []
+    assert "feature model a is not on this machine" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="evaluator.modle: unknown field"):
+        tiny_suite(evaluator={"name": "remote", "modle": "b"})
+
+
 # ------------------------------------------------------------------------------------------------
 # running: skip, change one field, force
 # ------------------------------------------------------------------------------------------------

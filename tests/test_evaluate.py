@@ -1,0 +1,146 @@
+"""`python -m core.run evaluate` (issue 16, classes 7 and 8): parsed as training parses, config= files, a new
+results file per evaluation in the benchmarks' schema, never overwriting, with the plugins (and their
+distributions) that produced it; evaluators are plugins."""
+import importlib.metadata as md
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from benchmarks import results
+from conftest import TINY
+from core.errors import UserError
+from core.run import main
+
+
+@pytest.fixture(scope="module")
+def student(tiny_teacher):
+    """A tiny Di[M]O student trained for two steps (the evaluation under test is what matters)."""
+    from core.config import resolve
+    from core.pipeline import main_job
+    run = tempfile.mkdtemp(prefix="dimo-eval-student-")
+    main_job(resolve([*TINY, "method=dimo", "trainer.steps=2", "trainer.batch_size=8", f"trainer.output_dir={run}"]))
+    return Path(run)
+
+
+def evaluate(*args) -> int:
+    return main(["evaluate", *args])
+
+
+def test_list_values_parse_as_in_training_and_each_evaluation_gets_a_new_file(student, capsys):
+    assert evaluate(f"checkpoint={student}", "eval.metrics=[accuracy]", "eval.samples_per_class=3") == 0
+    first = student / "evaluation-1.json"
+    assert str(first) in capsys.readouterr().out
+    [record] = results.read_records(first)
+    assert record.config["eval"]["metrics"] == ["accuracy"] and set(record.metrics) == {"accuracy", "class_logp"}
+    assert record.num_samples == 30 and record.entry.suite is None and record.entry.method == "dimo"
+    assert record.seeds.sample == [record.config["eval"]["seed"]] and record.train_time_s is None
+    before = first.read_bytes()
+
+    assert evaluate(f"checkpoint={student / 'student.safetensors'}", "eval.metrics=[accuracy]",
+                    "eval.samples_per_class=3") == 0
+    [again] = results.read_records(student / "evaluation-2.json")
+    assert first.read_bytes() == before                                   # the old file is never overwritten
+    assert again.sample_hash == record.sample_hash and again.config_hash == record.config_hash
+
+
+def test_config_files_give_the_eval_section_and_the_command_line_refines_it(student, tmp_path):
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("eval:\n  metrics: [accuracy]\n  samples_per_class: 3\n  seed: 7\nevaluator: embedded\n")
+    assert evaluate(f"checkpoint={student}", f"config={cfg}", "eval.samples_per_class=2") == 0
+    newest = max(student.glob("evaluation-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    [record] = results.read_records(newest)
+    assert record.num_samples == 20 and record.seeds.sample == [7]
+
+
+def test_records_name_every_plugin_used_and_the_versions(student):
+    assert evaluate(f"checkpoint={student}", "eval.metrics=[accuracy, frechet]", "eval.samples_per_class=2") == 0
+    newest = max(student.glob("evaluation-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    env = results.read_records(newest)[0].env
+    assert {"method=dimo", "teacher=digits", "divergence=fkl", "metric=accuracy", "metric=frechet",
+            "evaluator=embedded"} <= set(env.plugin_sources)
+    assert env.plugins == {"dimo": md.version("dimo")}
+    assert env.deepspeed == md.version("deepspeed") and env.torch
+
+
+def test_third_party_plugins_are_recorded_with_their_distribution_and_version(monkeypatch):
+    """Provenance comes from the entry points' distributions (importlib.metadata), as `core.run plugins` shows."""
+    import torch
+    from core.interfaces import Metric
+    from registry import get_registry
+
+    class Toy(Metric):
+        higher_is_better = {"toy": True}
+
+    reg = get_registry()
+    monkeypatch.setitem(reg.entries, "metric", dict(reg.entries["metric"]))
+    reg.add("metric", "toy", Toy, plugin="toy", distribution="acme-metrics", version="0.3")
+    env = results.environment({"teacher": {"name": "digits"}, "eval": {"metrics": ["toy", "accuracy"]}},
+                              torch.device("cpu"), (("evaluator", "embedded"),))
+    assert env["plugins"] == {"dimo": md.version("dimo"), "acme-metrics": "0.3"}
+    assert env["plugin_sources"]["metric=toy"] == "acme-metrics"
+    assert env["plugin_sources"]["evaluator=embedded"] == "dimo"
+    results.Env.model_validate(env)
+
+
+def test_training_results_record_their_plugins(tmp_path):
+    from core.config import resolve
+    from core.evaluate import write_results
+    resolved = resolve([*TINY, "method=dimo"])
+    payload = json.loads(write_results(tmp_path / "results.json", [], resolved).read_text())
+    assert payload["plugins"]["method=dimo"] == f"dimo {md.version('dimo')}"
+    assert set(payload["versions"]) >= {"dimo", "torch", "deepspeed"}
+
+
+# every one is refused before the student is loaded: the checkpoint named here does not exist
+@pytest.mark.parametrize("args, expected", [
+    (["method.lr=1"], ["unknown key(s) method", "eval.<field>", "evaluator=NAME"]),
+    (["evl.seed=3"], ["unknown key(s) evl"]),
+    (["eval.metrics=[uniq]"], ["eval.metrics", "unknown metric 'uniq'", "accuracy"]),
+    (["eval.metrics=accuracy"], ["eval.metrics", "valid list"]),
+    (["eval.samples_per_class=0"], ["eval.samples_per_class", "greater than 0"]),
+    (["device=gpu"], ["device='gpu'", "auto, cpu, cuda"]),
+    (["evaluator=nope"], ["unknown evaluator 'nope'", "embedded, inception"]),
+    (["evaluator.refrence=x.npz"], ["evaluator.refrence", "unknown field"]),
+    (["evaluator=inception"], ["evaluator.reference=<stats.npz>"]),
+    (["evaluator=inception", "evaluator.reference=/no/stats.npz"], ["evaluator.reference='/no/stats.npz'",
+                                                                     "does not exist"]),
+])
+def test_bad_evaluate_input_is_refused_before_any_work(args, expected, tmp_path, capsys):
+    assert evaluate(f"checkpoint={tmp_path / 'missing'}", *args) == 2
+    err = capsys.readouterr().err
+    assert all(text in err for text in expected), err
+    assert "not found" not in err
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("trainer:\n  steps: 3\n", "unknown key(s) trainer"),
+    ("eval: [accuracy]\n", "section 'eval' must be a mapping"),
+])
+def test_config_file_sections_evaluate_cannot_change_are_refused(text, expected, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    assert evaluate(f"checkpoint={tmp_path / 'missing'}", f"config={cfg}") == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_missing_checkpoint_and_missing_argument(tmp_path, capsys):
+    assert evaluate("eval.seed=1") == 2
+    assert "evaluate needs checkpoint=" in capsys.readouterr().err
+    assert evaluate(f"checkpoint={tmp_path / 'missing'}") == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_a_record_file_with_a_wrong_field_is_refused_naming_it(tmp_path):
+    bad = tmp_path / "evaluation-1.json"
+    bad.write_text(json.dumps([{"schema_version": 1}]))
+    with pytest.raises(UserError, match="field '0.entry' is missing"):
+        results.read_records(bad)
+
+
+def test_evaluators_are_plugins():
+    from registry import get_registry
+    reg = get_registry()
+    assert {"embedded", "inception"} <= set(reg.names("evaluator"))
+    assert reg.info("evaluator", "inception").distribution == "dimo"
