@@ -156,7 +156,7 @@ class Trainer:
         torch.manual_seed(self.tcfg["seed"])
         self.method, self.teacher = build_method(self.cfg)
         teacher_net = None
-        if getattr(self.method, "needs_teacher_weights", True):
+        if self.method.needs_teacher_weights:
             teacher_net = self.teacher.build_network(load_weights=True).to(self.device).eval().requires_grad_(False)
         ctx = SetupContext(teacher=self.teacher, plugins=self.method.plugins, device=self.device,
                            world_size=self.world, rank=self.rank, micro_batch=self.micro, teacher_network=teacher_net)
