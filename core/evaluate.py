@@ -65,13 +65,10 @@ class Scorer:
         if self.exact:
             return self._compute(EvalData(real_features=None, fake_features=None, fake_labels=samples.labels,
                                           samples=samples, evaluator=self.evaluator))
-        data = EvalData(real_features=self.real_features, fake_features=self.evaluator.features(samples.images),
-                        real_logits=self.real_logits, fake_logits=self.evaluator.logits(samples.images),
-                        real_labels=self.real_labels, fake_labels=samples.labels, samples=samples)
-        out: dict[str, float] = {}
-        for metric in self.metrics:
-            out.update(metric.compute(data))
-        return out
+        return self._compute(EvalData(real_features=self.real_features,
+                                      fake_features=self.evaluator.features(samples.images),
+                                      real_logits=self.real_logits, fake_logits=self.evaluator.logits(samples.images),
+                                      real_labels=self.real_labels, fake_labels=samples.labels, samples=samples))
 
     def _compute(self, data: EvalData) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -85,13 +82,9 @@ class Scorer:
             return self.score(self.evaluator.reference_samples(seed=seed))
         perm = torch.randperm(len(self.real_labels), generator=torch.Generator().manual_seed(seed))
         a, b = perm[: len(perm) // 2], perm[len(perm) // 2:]
-        data = EvalData(real_features=self.real_features[a], fake_features=self.real_features[b],
-                        real_logits=self.real_logits[a], fake_logits=self.real_logits[b],
-                        real_labels=self.real_labels[a], fake_labels=self.real_labels[b])
-        out: dict[str, float] = {}
-        for metric in self.metrics:
-            out.update(metric.compute(data))
-        return out
+        return self._compute(EvalData(real_features=self.real_features[a], fake_features=self.real_features[b],
+                                      real_logits=self.real_logits[a], fake_logits=self.real_logits[b],
+                                      real_labels=self.real_labels[a], fake_labels=self.real_labels[b]))
 
 
 TABLE_KEYS = ("fd", "is", "precision", "recall", "density", "coverage", "accuracy", "samples_per_s")
