@@ -93,27 +93,6 @@ def test_training_results_record_their_plugins(tmp_path):
     assert set(payload["versions"]) >= {"dimo", "torch", "deepspeed"}
 
 
-# every one is refused before the student is loaded: the checkpoint named here does not exist
-@pytest.mark.parametrize("args, expected", [
-    (["method.lr=1"], ["unknown key(s) method", "eval.<field>", "evaluator=NAME"]),
-    (["evl.seed=3"], ["unknown key(s) evl"]),
-    (["eval.metrics=[uniq]"], ["eval.metrics", "unknown metric 'uniq'", "accuracy"]),
-    (["eval.metrics=accuracy"], ["eval.metrics", "valid list"]),
-    (["eval.samples_per_class=0"], ["eval.samples_per_class", "greater than 0"]),
-    (["device=gpu"], ["device='gpu'", "auto, cpu, cuda"]),
-    (["evaluator=nope"], ["unknown evaluator 'nope'", "embedded, inception"]),
-    (["evaluator.refrence=x.npz"], ["evaluator.refrence", "unknown field"]),
-    (["evaluator=inception"], ["evaluator.reference=<stats.npz>"]),
-    (["evaluator=inception", "evaluator.reference=/no/stats.npz"], ["evaluator.reference='/no/stats.npz'",
-                                                                     "does not exist"]),
-])
-def test_bad_evaluate_input_is_refused_before_any_work(args, expected, tmp_path, capsys):
-    assert evaluate(f"checkpoint={tmp_path / 'missing'}", *args) == 2
-    err = capsys.readouterr().err
-    assert all(text in err for text in expected), err
-    assert "not found" not in err
-
-
 @pytest.mark.parametrize("text, expected", [
     ("trainer:\n  steps: 3\n", "unknown key(s) trainer"),
     ("eval: [accuracy]\n", "section 'eval' must be a mapping"),
