@@ -387,9 +387,13 @@ def to_annotated_yaml(resolved: dict, sources: dict[str, str]) -> str:
                 rows.append((f"{indent}{key}:", ""))
                 walk(value, f"{path}.", indent + "  ")
             else:
-                flow = yaml.safe_dump(value, default_flow_style=True, width=math.inf).removesuffix("\n...\n")
-                rows.append((f"{indent}{key}: {flow.strip()}", sources.get(path, "default")))
+                rows.append((f"{indent}{key}: {flow_yaml(value)}", sources.get(path, "default")))
 
     walk(resolved, "", "")
     column = min(max(len(text) for text, _ in rows), 60) + 2
     return "".join(f"{text.ljust(column)}# {comment}\n" if comment else f"{text}\n" for text, comment in rows)
+
+
+def flow_yaml(value: Any) -> str:
+    """One value as one line of YAML (``[1, 2]``, ``{name: clip, weight: 1.0}``, ``null``)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=math.inf).removesuffix("\n...\n").strip()

@@ -7,6 +7,7 @@ cannot drift from the code; a test checks the committed file is current.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 
@@ -55,7 +56,26 @@ def render() -> str:
         out += [f"## {kind} plugins (`{kind}=NAME`)", ""]
         for info in infos:
             out += [f"### `{kind}={info.name}`", "", summary(info.cls), ""] + fields_table(info.cls.Config)
+    out += recipes_section()
     return "\n".join(out).rstrip() + "\n"
+
+
+def recipes_section() -> list[str]:
+    """Every built-in recipe: its file's leading comment and the values it sets (``extends`` applied)."""
+    from core.config import flow_yaml, leaf_paths
+    from core.recipes import load_recipe
+    from registry import get_registry
+    out = ["## Recipes (`recipe=NAME`)", "",
+           "Applied to the teacher x method they are named after, under `config=` files and the command line (see",
+           "docs/plugins.md); `show-config` marks the values a recipe sets.", ""]
+    for name, info in sorted(get_registry().recipes.items()):
+        values = load_recipe(name).values
+        comment = " ".join(line.lstrip("#").strip() for line in info.path.read_text().splitlines()
+                           if line.startswith("#"))
+        settings = [f"`{'.'.join(path)}={flow_yaml(functools.reduce(dict.get, path, values))}`"
+                    for path in leaf_paths(values)]
+        out += [f"### `{name}`", "", f"`plugins/recipes/{name}.yaml`. {comment}", "", ", ".join(settings), ""]
+    return out
 
 
 if __name__ == "__main__":

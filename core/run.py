@@ -6,7 +6,7 @@ Commands:
     train (default)  train with the selected method; with no arguments: method=dimo teacher=digits,
                      which pre-trains the digits teacher if none is cached, distils a one-step student,
                      evaluates teacher (1, 2, 4, 8, 16 steps) and student (1 step) and prints a table
-    plugins          list installed plugins: kind, name, distribution, version
+    plugins          list installed plugins and recipes: kind, name, distribution, version
     show-config      print the resolved config (and its hash) without running; each value's comment says where
                      it comes from: default, recipe TEACHER/NAME, file PATH or command line
     generate         sample from a trained student: checkpoint=<run folder> n=64 [out=grid.png] [seed=0]
@@ -43,6 +43,7 @@ def cmd_plugins(args: list[str]) -> int:
     from registry import get_registry
     reg = get_registry()
     rows = [(i.kind, i.name, i.distribution, i.version, i.plugin) for i in reg.all()]
+    rows += [("recipe", r.name, r.distribution, r.version, r.plugin) for _, r in sorted(reg.recipes.items())]
     head = ("KIND", "NAME", "DISTRIBUTION", "VERSION", "ENTRY POINT")
     widths = [max(len(str(r[c])) for r in rows + [head]) for c in range(5)]
     for r in [head] + rows:

@@ -49,11 +49,15 @@ def third_party(tmp_path, monkeypatch, capsys):
     sys.modules.pop("recipes_plugin", None)
 
 
-def test_a_subclass_inherits_and_a_third_party_recipe_file_is_found(third_party):
+def test_a_subclass_inherits_and_a_third_party_recipe_file_is_found(third_party, capsys):
+    from core.run import cmd_plugins
     folder, printed = third_party
     assert "recipe 'digits/dimo' from dimo-recipes-mine ignored" in printed
     info = get_registry().recipes["digits/my_dimo"]
     assert (info.distribution, info.plugin, info.path) == ("dimo-recipes-mine", "plug", folder / "my_dimo.yaml")
+    cmd_plugins([])
+    listed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["recipe", "digits/my_dimo", "dimo-recipes-mine", "1.2.3", "plug"] in listed
 
     dimo = resolve(["method=dimo"])
     assert dimo["trainer"]["steps"] == 800                                    # the built-in recipe, not the copy

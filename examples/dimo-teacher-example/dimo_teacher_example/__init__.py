@@ -96,10 +96,7 @@ class BarsTeacher(Teacher):
     Config = BarsConfig
     seq_len, vocab_size, mask_id, num_classes = SIDE * SIDE, LEVELS, LEVELS, CLASSES
     image_shape = (1, SIDE, SIDE)
-    # Defaults per method on this teacher, below the user's config (mdm pre-trains it on first use).
-    recipes = {"mdm": {"trainer": {"steps": 600, "batch_size": 64}, "method": {"lr": 1e-3}},
-               "dimo": {"trainer": {"steps": 300, "batch_size": 32},
-                        "method": {"lr_generator": 3e-4, "lr_aux": 3e-4, "warmup_steps": 20}}}
+    recipe = "bars"   # its tuned values per method: recipes/bars/<method>.yaml (declared by dimo_recipes below)
 
     # -- model ------------------------------------------------------------------------------------------
     def checkpoint_path(self) -> Optional[Path]:
@@ -149,3 +146,9 @@ class BarsTeacher(Teacher):
 @hookimpl
 def dimo_register(register):
     register("teacher", "bars", BarsTeacher)
+
+
+@hookimpl
+def dimo_recipes():
+    """Recipes under the user's config: ``python -m core.run show-config teacher=bars`` names the file."""
+    return Path(__file__).parent / "recipes"

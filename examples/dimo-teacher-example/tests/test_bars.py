@@ -25,3 +25,10 @@ def test_bars_pretrains_distils_evaluates_and_generates(tmp_path):
     assert {r["model"] for r in rows} == {"teacher", "student"}
     assert all(0 <= r["accuracy"] <= 1 and r["fd"] >= 0 for r in rows)
     assert run.samples[1].shape == (4, 36)
+
+
+def test_bars_recipes_are_found_through_the_entry_point():
+    from core.config import resolve_with_sources
+    resolution = resolve_with_sources(["teacher=bars", "method=dimo"])
+    assert resolution.recipe.name == "bars/dimo" and resolution.recipe.info.distribution == "dimo-teacher-example"
+    assert resolution.config["trainer"]["steps"] == 300 and resolution.sources["method.lr_aux"] == "recipe bars/dimo"
