@@ -273,11 +273,13 @@ def value_sources(resolved: dict, layers: list[tuple[str, dict]]) -> dict[str, s
 
 
 def leaf_paths(tree: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Key paths to every value that is not a non-empty mapping (lists are values)."""
     return [p for k, v in tree.items()
             for p in (leaf_paths(v, prefix + (k,)) if isinstance(v, dict) and v else [prefix + (k,)])]
 
 
 def sets(values: Any, path: tuple[str, ...]) -> bool:
+    """Whether a layer's ``values`` hold ``path``."""
     for key in path:
         if not isinstance(values, dict) or key not in values:
             return False
