@@ -12,6 +12,7 @@ from benchmarks import results
 from conftest import TINY
 from core.errors import UserError
 from core.run import main
+from test_maskgit import inception_file  # noqa: F401  (a fixture: random weights in torch-fidelity's layout)
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +124,31 @@ def test_evaluators_are_plugins():
     reg = get_registry()
     assert {"embedded", "inception"} <= set(reg.names("evaluator"))
     assert reg.info("evaluator", "inception").distribution == "dimo"
+
+
+def test_the_inception_evaluator_streams_fid_and_is_per_seed(inception_file, tmp_path):  # noqa: F811
+    """Random Inception weights (tests/test_maskgit.py's fixture) and a toy decoder: one FID and IS per seed,
+    every seed's tokens kept, the same seed the same score."""
+    import numpy as np
+    import torch
+    from registry.registry import build
+
+    class Toy:
+        num_classes = 2
+
+        def decode_with(self, tokens, cond):   # a grey level per sample, from its first token
+            return (tokens[:, :1].float() / 9).view(-1, 1, 1, 1).expand(-1, 3, 32, 32)
+
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, mu=np.zeros(2048), sigma=np.eye(2048))
+    evaluator = build("evaluator", "inception", {"reference": str(ref), "weights": str(inception_file)})
+    assert evaluator.unavailable() is None
+    generate = lambda cond, g: torch.randint(0, 10, (len(cond), 4), generator=g)
+    ev = {"samples_per_class": 3, "batch_size": 4}
+    per_seed, tokens, n = evaluator.run(generate, Toy(), ev, [0, 1])
+    assert n == 6 and [set(r) for r in per_seed] == [{"fid", "is"}] * 2
+    assert sum(len(t) for t in tokens) == 12 and not torch.equal(tokens[0], tokens[2])
+    again, _, _ = evaluator.run(generate, Toy(), ev, [0])
+    assert again[0] == pytest.approx(per_seed[0])
+    fields = results.scored(per_seed, tokens, [], evaluator.higher_is_better)
+    assert fields["higher_is_better"] == {"fid": False, "is": True}
