@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import UserError
 
@@ -110,6 +110,15 @@ class Suite(Spec):
                                           "reference statistics (evaluator.reference=<stats.npz>, ImageNet)")
     performance: Optional[PerfSpec] = Field(default_factory=PerfSpec)
     test_time: Optional[TestTimeSpec] = Field(None, description="TTEO vs best-of-N rows")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "reference" in data:
+            raise ValueError(f"reference={data['reference']!r}: the reference statistics are the inception evaluator's "
+                             f"option now: evaluator: {{name: inception, reference: <stats.npz>}} (on the command "
+                             f"line: evaluator.reference=<stats.npz>)")
+        return data
 
     @field_validator("evaluator", mode="before")
     @classmethod
@@ -275,7 +284,7 @@ def load_suite(name: str, overrides: Optional[dict] = None, teacher: Optional[di
     try:
         return Suite.model_validate(data)
     except ValidationError as exc:
-        lines = [f"suite.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        lines = [f"{'.'.join(['suite', *map(str, e['loc'])])}: {e['msg']}" for e in exc.errors()]
         raise UserError(f"invalid suite '{name}':\n  " + "\n  ".join(lines)) from None
 
 

@@ -206,6 +206,8 @@ def test_suites_take_any_installed_evaluator_plugin(monkeypatch, tmp_path, capsy
     assert "feature model a is not on this machine" in capsys.readouterr().out
     with pytest.raises(ValueError, match="evaluator.modle: unknown field"):
         tiny_suite(evaluator={"name": "remote", "modle": "b"})
+    with pytest.raises(UserError, match="evaluator.reference=<stats.npz>"):   # the suite field it replaced
+        load_suite("imagenet256", {"reference": "stats.npz"})
 
 
 # ------------------------------------------------------------------------------------------------
