@@ -1,8 +1,10 @@
 """Shared test fixtures: an isolated dimo cache, a tiny digits architecture, and a cached tiny teacher."""
 import os
+import site
 import subprocess
 import sys
 import tempfile
+import venv
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,21 @@ def run_cli(*args, env=None, timeout=600, cwd=None, python=sys.executable) -> su
     """``python -m core.run ARGS`` in a fresh process (as a user runs it)."""
     return subprocess.run([str(python), "-m", "core.run", *args], capture_output=True, text=True,
                           env=clean_env(env), timeout=timeout, cwd=cwd or ROOT)
+
+
+def venv_over_this_interpreter(env_dir: Path) -> Path:
+    """A fresh virtual environment that sees, behind its own packages, exactly the packages of the interpreter
+    running the tests (dimo, torch, setuptools), whether that is the system interpreter or itself a venv. (A venv
+    with ``system_site_packages`` would see the *base* interpreter's packages instead.) A ``.pth`` file adds this
+    interpreter's site folders with ``site.addsitedir``, so their own ``.pth`` files (dimo's editable install) apply."""
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    own = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    parents = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+    calls = "".join(f"; site.addsitedir({d!r})" for d in parents)   # a .pth runs one line: no loop scopes
+    Path(own, "dimo_test_parent.pth").write_text(f"import site{calls}\n")
+    return python
 
 
 @pytest.fixture(scope="session")

@@ -2,19 +2,16 @@
 fresh virtual environment beside the installed dimo, as a third-party author would run them."""
 import subprocess
 import sys
-import venv
 
 import pytest
 
-from conftest import ROOT, clean_env
+from conftest import ROOT, clean_env, venv_over_this_interpreter
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("package", ["dimo-plugin-example", "dimo-teacher-example"])
 def test_example_package_tests_pass(package, tmp_path):
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=False)   # sees the installed dimo and torch
-    python = env_dir / "bin" / "python"
+    python = venv_over_this_interpreter(tmp_path / "venv")
     install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
                               "--no-build-isolation", str(ROOT / "examples" / package)],
                              capture_output=True, text=True)
