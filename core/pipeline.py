@@ -1,13 +1,14 @@
 """The main job: (pre-train the teacher if needed) -> train the method -> evaluate teacher and student."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import shutil
 from pathlib import Path
-
 
 from core import distributed as dist
 from core.config import resolve_dict
-from core.engine import Trainer
+from core.engine import Trainer, run_dir_for
 from core.evaluate import evaluate_models, format_table, write_results
 from core.export import load_student
 from core.factory import build_method
@@ -27,9 +28,32 @@ def pretrain_teacher_if_needed(resolved: dict) -> None:
     main_job(pre)
 
 
+# What a run writes before its first step; a folder holding nothing else records no work.
+START_FILES = {"config.yaml", "config_hash.txt", "metrics.jsonl", "wandb"}
+
+
+def holds_no_work(run_dir: Path) -> bool:
+    metrics = run_dir / "metrics.jsonl"
+    return {p.name for p in run_dir.iterdir()} <= START_FILES and not (metrics.is_file() and metrics.stat().st_size)
+
+
+@contextlib.contextmanager
+def no_empty_run_dir(run_dir: Path):
+    """A run that fails before its first logged step (a teacher that cannot be loaded, a bad checkpoint) leaves no
+    folder behind holding only its config; a folder that existed before is always kept."""
+    existed = run_dir.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and dist.is_main() and run_dir.is_dir() and holds_no_work(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 def main_job(resolved: dict) -> dict:
     pretrain_teacher_if_needed(resolved)
-    result = Trainer(resolved).train()
+    with no_empty_run_dir(run_dir_for(resolved)):
+        result = Trainer(resolved).train()
     summary = {"run_dir": str(result.run_dir), "train_seconds": result.seconds}
     if dist.is_main():
         print(f"dimo: trained in {result.seconds:.0f} s; run folder {result.run_dir}")

@@ -278,6 +278,20 @@ def test_teacher_checkpoint_with_missing_tensors(tmp_path):
         cls(cfg).build_network(load_weights=True)
 
 
+def test_a_failed_start_leaves_no_run_folder(tmp_path, capsys):
+    """The teacher fails to load after the run folder was made: the folder, holding only its config, goes."""
+    from core.config import section_config
+    cls, cfg = section_config(resolve(["teacher.arch.dim=32", "teacher.arch.heads=2", "teacher.arch.depth=1"]),
+                              "teacher")
+    path = tmp_path / "teacher.safetensors"
+    save_file(cls(cfg).build_network(load_weights=False).state_dict(), str(path))
+    out = tmp_path / "run"
+    rc, err = cli(capsys, f"teacher.checkpoint={path}", f"trainer.output_dir={out}", "trainer.steps=2",
+                  "trainer.wandb=disabled", "eval.enabled=false")
+    assert rc == 2 and "does not fit the network" in err
+    assert not out.exists()
+
+
 def test_student_of_another_shape_names_tensor_and_shapes(tmp_path):
     import json
     from core.config import section_config
