@@ -292,6 +292,20 @@ def test_a_failed_start_leaves_no_run_folder(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_hub_miss_gives_the_download_command_and_size(tmp_path, monkeypatch):
+    """Offline with an empty hub cache: the MaskGit teacher's message says how to fetch the file and how big it is."""
+    from huggingface_hub import constants
+    from core.config import section_config
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    cls, cfg = section_config(resolve(["teacher=maskgit"]), "teacher")
+    with pytest.raises(UserError) as exc:
+        cls(cfg).checkpoint_path()
+    msg = str(exc.value)
+    assert "hf download llvictorll/Maskgit-pytorch pretrained_maskgit/MaskGIT/MaskGIT_ImageNet_256.pth" in msg
+    assert "174,160,874 parameters: at least 0.70 GB" in msg and "teacher.checkpoint=<dir>" in msg
+
+
 def test_student_of_another_shape_names_tensor_and_shapes(tmp_path):
     import json
     from core.config import section_config

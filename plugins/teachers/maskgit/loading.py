@@ -30,8 +30,9 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 UNSUPPORTED = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
 
 
-def locate(spec: str, relpath: str, field: str) -> Path:
-    """``spec``: a file, a folder holding ``relpath`` (or a tail of it), or a hub id holding ``relpath``."""
+def locate(spec: str, relpath: str, field: str, size=None) -> Path:
+    """``spec``: a file, a folder holding ``relpath`` (or a tail of it), or a hub id holding ``relpath``; ``size``
+    as for ``core.hub.resolve_file``."""
     path = Path(spec).expanduser()
     if path.is_file():
         return path
@@ -43,7 +44,7 @@ def locate(spec: str, relpath: str, field: str) -> Path:
                 return candidate
         raise UserError(f"{field}='{spec}' is a folder without '{relpath}' (looked for: "
                         f"{', '.join(str(t.relative_to(path)) for t in tried)})")
-    return resolve_file(spec, relpath, field)
+    return resolve_file(spec, relpath, field, size)
 
 
 class _Inert:

@@ -75,7 +75,13 @@ class VQTeacher(Teacher):
 
     def checkpoint_path(self) -> Path:
         name = self.config.transformer_file or self.default_transformer_file()
-        return locate(self.config.checkpoint, name, "teacher.checkpoint")
+        return locate(self.config.checkpoint, name, "teacher.checkpoint", self.weights_size)
+
+    def weights_size(self) -> str:
+        """How big the transformer's weights are, counted on the meta device (no memory)."""
+        with torch.device("meta"):
+            n = sum(p.numel() for p in self.new_network().parameters())
+        return f"{n:,} parameters: at least {n * 4 / 1e9:.2f} GB in float32"
 
     def build_network(self, load_weights: bool = True):
         net = self.new_network()
