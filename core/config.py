@@ -31,7 +31,11 @@ from registry.registry import UnknownPluginError
 class TrainerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     steps: int = Field(1000, ge=0, description="optimizer steps")
-    batch_size: int = Field(64, gt=0, description="global batch (split over processes)")
+    batch_size: int = Field(64, gt=0, description="samples per optimizer step over all processes and micro-steps "
+                                                  "(micro-batch: batch_size / (processes x grad_accum))")
+    grad_accum: int = Field(1, ge=1, description="micro-steps whose gradients each optimizer step accumulates "
+                                                 "(DeepSpeed gradient_accumulation_steps); steps, warm-up, EMA, "
+                                                 "logs and checkpoints count optimizer steps; see docs/guide.md")
     zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage for trainable roles")
     seed: int = Field(0, description="training seed; every step reseeds from (seed, step, rank), so resume is exact")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import itertools
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +75,8 @@ class EpochStream(Sampler[int]):
 
 def data_batches(tokens: torch.Tensor, cond: torch.Tensor, micro: int, seed: int, rank: int = 0, world: int = 1,
                  start: int = 0):
-    """This rank's ``(tokens, cond)`` batches of ``micro`` samples for steps ``start, start + 1, ...``: torch's
+    """This rank's ``(tokens, cond)`` batches of ``micro`` samples for micro-steps ``start, start + 1, ...``
+    (``trainer.grad_accum`` of them per optimizer step): torch's
     DataLoader over the data, shuffled and split across ranks by a DistributedSampler (on one process, epoch e
     is ``randperm(n)`` seeded ``31 seed + e``). Whole batches are indexed at once (``batch_size=None``)."""
     dataset = TensorDataset(tokens, cond)
@@ -89,6 +92,79 @@ def zero3_gather(module: nn.Module, enabled: bool):
     return deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
 
 
+class _Cancelled(BaseException):
+    """Ends a micro-step whose step already failed in another micro-step."""
+
+
+class Lockstep:
+    """A step's micro-steps (``calls``: the method's train_step on each micro-batch) in threads that run one at
+    a time, round robin: each runs until its next role update (``pause``), then the next one runs. So the n-th
+    update of a role is accumulated over every micro-step, and its optimizer step taken at the last one, before
+    any micro-step goes on past it: what follows an update sees the stepped weights, as with one batch of all
+    the micro-batches. This is how the official Di[M]O code accumulates (all generator micro-batches, the
+    generator step, then all aux micro-batches sampled from the updated generator, the aux step). Only one
+    thread runs at a time, in a fixed order, so the global RNG's draws and the results are deterministic."""
+
+    def __init__(self, calls: list, device: torch.device):
+        self.calls, self.device = calls, device
+        self.turn: Optional[int] = 0
+        self.finished = [False] * len(calls)
+        self.results: list = [None] * len(calls)
+        self.error: Optional[BaseException] = None
+        self.ready = threading.Condition()
+        self.local = threading.local()
+
+    def run(self) -> list:
+        threads = [threading.Thread(target=self._micro_step, args=(i,), daemon=True) for i in range(len(self.calls))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if self.error is not None:
+            raise self.error
+        return self.results
+
+    def pause(self) -> None:
+        """Called by the running micro-step after a role update: the next micro-step runs, this one waits."""
+        index = self.local.index
+        self._hand_over(index)
+        self._wait(index)
+
+    def _micro_step(self, index: int) -> None:
+        self.local.index = index
+        try:
+            self._wait(index)
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)   # the current CUDA device is per thread
+            self.results[index] = self.calls[index]()
+        except _Cancelled:
+            pass
+        except BaseException as exc:   # re-raised by run(), in the engine's thread
+            self.error = exc
+        finally:
+            self.finished[index] = True
+            self._hand_over(index)
+
+    def _wait(self, index: int) -> None:
+        with self.ready:
+            self.ready.wait_for(lambda: self.turn == index)
+        if self.error is not None:
+            raise _Cancelled
+
+    def _hand_over(self, index: int) -> None:
+        """The turn passes to the next unfinished micro-step after ``index`` (itself if it is the last)."""
+        n = len(self.calls)
+        with self.ready:
+            following = [j % n for j in range(index + 1, index + 1 + n) if not self.finished[j % n]]
+            self.turn = following[0] if following else None
+            self.ready.notify_all()
+
+
+def as_scalar(value, device: torch.device) -> torch.Tensor:
+    """A logged value (a float or a device tensor) as a float64 scalar on ``device``, without a host sync."""
+    return torch.as_tensor(value).detach().to(device, torch.float64).reshape(())
+
+
 class Trainer:
     def __init__(self, resolved: dict):
         self.cfg = resolved
@@ -99,7 +175,7 @@ class Trainer:
     # -- setup -----------------------------------------------------------------------------------
     def _deepspeed_config(self, role: Role, micro: int, trainable: bool) -> dict:
         stage = self.tcfg["zero_stage"] if trainable else (3 if self.tcfg["zero_stage"] == 3 else 0)
-        cfg = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": 1,
+        cfg = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": self.accum,
                "zero_optimization": {"stage": stage}, "steps_per_print": 10 ** 9, "wall_clock_breakdown": False,
                **self._precision_config(trainable)}
         if trainable and role.grad_clip:
@@ -143,10 +219,13 @@ class Trainer:
                                                              and self.device.type == "cuda")
         if self.device.type == "cuda":   # TF32 for the fp32 matmuls that remain (losses, fp32 runs)
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        if self.tcfg["batch_size"] % self.world:
-            raise UserError(f"trainer.batch_size={self.tcfg['batch_size']} is not divisible by the "
-                            f"{self.world} processes")
-        self.micro = self.tcfg["batch_size"] // self.world
+        self.accum = self.tcfg["grad_accum"]
+        if self.tcfg["batch_size"] % (self.world * self.accum):
+            raise UserError(f"trainer.batch_size={self.tcfg['batch_size']} is not divisible by the {self.world} "
+                            f"process(es) x trainer.grad_accum={self.accum}; valid batch sizes: multiples of "
+                            f"{self.world * self.accum}")
+        self.micro = self.tcfg["batch_size"] // (self.world * self.accum)
+        self._lockstep: Optional[Lockstep] = None
         self.run_dir = Path(dist.broadcast_object(str(self.run_dir)))
         if dist.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -211,10 +290,39 @@ class Trainer:
                 self.method.run_stage(name, self._context(step))
                 dist.barrier()
 
+    def _train_step(self, step: int, batches) -> dict:
+        """The method's step on ``trainer.grad_accum`` micro-batches (in Lockstep when more than one), each log
+        averaged over the micro-steps that gave a value (nan, e.g. an empty diagnostic bin, counts as none;
+        non-finite losses are Health's to report)."""
+        contexts = [self._context(step, None if batches is None else tuple(t.to(self.device) for t in next(batches)))
+                    for _ in range(self.accum)]
+        if self.accum == 1:
+            return self.method.train_step(contexts[0])
+        self._lockstep = Lockstep([functools.partial(self.method.train_step, c) for c in contexts], self.device)
+        try:
+            micro_logs = self._lockstep.run()
+        finally:
+            self._lockstep = None
+        keys = dict.fromkeys(k for logs in micro_logs for k in logs)
+        return {k: torch.stack([as_scalar(logs[k], self.device) for logs in micro_logs if k in logs]).nanmean()
+                for k in keys}
+
     def _update(self, role: str, loss: torch.Tensor) -> None:
+        """ctx.update: backward (DeepSpeed scales the loss by 1 / grad_accum and accumulates); at the role's
+        accumulation boundary also the repairs, diagnostics and the optimizer step. In Lockstep the next
+        micro-step runs after it."""
+        self._backward_and_step(role, loss)
+        if self._lockstep is not None:
+            self._lockstep.pause()
+
+    def _backward_and_step(self, role: str, loss: torch.Tensor) -> None:
         engine = self.engines[role]
         engine.backward(loss)
-        if not self.health.observe(role, loss, engine):   # trainer.on_nonfinite=skip dropped this update
+        boundary = engine.is_gradient_accumulation_boundary()
+        if not self.health.observe(role, loss, engine, boundary):   # trainer.on_nonfinite=skip dropped this update
+            return
+        if not boundary:
+            engine.step()   # counts the micro-step; DeepSpeed steps the optimizer at the boundary only
             return
         grads = [p.grad for p in engine.module.parameters() if p.grad is not None]   # none under ZeRO-2/3
         diagnose = self._logging and bool(grads)
@@ -274,7 +382,7 @@ class Trainer:
                    desc=f"{self.cfg['method']['name']}:{self.cfg['teacher']['name']}", dynamic_ncols=True)
         history, last = [], time.time()
         batches = None if self.data is None else data_batches(*self.data, self.micro, self.tcfg["seed"],
-                                                              self.rank, self.world, start)
+                                                              self.rank, self.world, start * self.accum)
         self.health = Health(self.tcfg["on_nonfinite"], self.world,
                              [n for n, r in self.roles.items() if r.trainable and r.nan_to_num])
         for step in range(start, steps):
@@ -284,10 +392,8 @@ class Trainer:
             self.health.step = step
             self._logging = (step + 1) % self.tcfg["log_every"] == 0 or step + 1 == steps
             self._run_stages(step, first=step == start)
-            batch = tuple(t.to(self.device) for t in next(batches)) if batches is not None else None
-            ctx = self._context(step, batch)
             try:
-                logs = self.method.train_step(ctx)
+                logs = self._train_step(step, batches)
             except RuntimeError as exc:   # e.g. sampling from nan probabilities: name step, roles, last values
                 err = self.health.explain(exc, {n: self._module(n) for n in self.engines})
                 if err is None:
@@ -322,8 +428,7 @@ class Trainer:
     def _mean_over_ranks(self, logs: dict) -> dict:
         """Logged values are averaged over processes, so curves compare across world sizes."""
         # Methods may return device tensors: they are read here, at log steps, never inside a step.
-        values = torch.stack([torch.as_tensor(v).detach().to(self.device, torch.float64).reshape(())
-                              for v in logs.values()]) if logs else torch.zeros(0, dtype=torch.float64, device=self.device)
+        values = torch.stack([as_scalar(v, self.device) for v in logs.values()]) if logs else torch.zeros(0, dtype=torch.float64, device=self.device)
         if self.world > 1:   # on this rank's device: NCCL reduces CUDA tensors only
             torch.distributed.all_reduce(values)
             values /= self.world

@@ -8,7 +8,8 @@ at log steps and before every checkpoint, so a non-finite state is never saved:
 * ``stop`` (default): raise :class:`NonFiniteError` naming step, role and last finite values; the last
   complete checkpoint stays the newest one, so ``trainer.resume=auto`` restarts from it;
 * ``skip``: check every update (one host sync per update) and drop the update of a role whose loss or
-  gradients are not finite (parameters and optimizer state untouched); counted and reported at log steps;
+  gradients are not finite (parameters and optimizer state untouched); with ``trainer.grad_accum`` > 1 a
+  non-finite micro-step drops its role's whole accumulated update; counted and reported at log steps;
 * ``warn``: keep training; print a warning at each log step that saw non-finite values.
 
 Roles with ``Role.nan_to_num`` (official Di[M]O) repair non-finite gradients by design: those are counted
@@ -67,6 +68,7 @@ class _RoleState:
         self.last_step = z(torch.int64, -1)       # last step whose loss and gradients were finite
         self.repaired = z(torch.int64, 0)         # nan_to_num roles: updates with repaired gradients
         self.has_grad = False                      # gradients were readable (not partitioned by ZeRO-2/3)
+        self.dropped = False                       # skip mode: a micro-step of the accumulating update was not finite
 
 
 class Health:
@@ -85,9 +87,10 @@ class Health:
         self.skipped: dict[str, int] = {}
         self.escalate = False                   # skip mode meets a role that never recovers: stop anyway
 
-    def observe(self, role: str, loss: torch.Tensor, engine) -> bool:
-        """Record one update of ``role`` after backward, before the optimizer step. Returns False when the
-        update was dropped (mode ``skip`` only, which syncs here; the other modes never do)."""
+    def observe(self, role: str, loss: torch.Tensor, engine, boundary: bool = True) -> bool:
+        """Record one update (micro-step) of ``role`` after backward, before the optimizer step; ``boundary``:
+        the last micro-step of its accumulation. Returns False when the update was dropped (mode ``skip`` only,
+        at the boundary; it syncs here, the other modes never do)."""
         loss = loss.detach().float().sum()
         s = self.roles.get(role) or self.roles.setdefault(role, _RoleState(loss.device))
         gnorm = grad_norm(engine.module.parameters())
@@ -111,8 +114,12 @@ class Health:
         s.last_step = torch.where(ok, torch.full_like(s.last_step, self.step), s.last_step)
         if self.mode != "skip":
             return True
+        s.dropped = s.dropped or not bool(ok)    # the one host sync per update of mode skip
+        if not boundary:
+            return True
+        dropped, s.dropped = s.dropped, False
         self.updates[role] = self.updates.get(role, 0) + 1
-        if bool(ok):                            # the one host sync per update of mode skip
+        if not dropped:
             return True
         self.skipped[role] = self.skipped.get(role, 0) + 1
         skip_update(engine)
@@ -223,3 +230,4 @@ def skip_update(engine) -> None:
         engine.lr_scheduler.step()
     engine.global_steps += 1
     engine.skipped_steps += 1
+    engine.micro_steps += 1   # as engine.step() would: the next accumulation boundary stays where it was
