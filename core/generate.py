@@ -107,7 +107,7 @@ class GenerateConfig(BaseModel):
 def generate_command(args: list[str]) -> int:
     from pydantic import ValidationError
     from core.export import load_student
-    from core.images import save_grid
+    from core.images import save_labelled_grid
     from core.cli import parse_kv
     values = parse_kv(args, "checkpoint=runs/x n=8 tteo.seeds=4")
     try:
@@ -135,7 +135,8 @@ def generate_command(args: list[str]) -> int:
     else:
         with torch.no_grad():
             tokens = method.generate(net, cond, g, **kwargs)
-    save_grid(teacher.decode_with(tokens, cond), cond, out, per_class=min(cfg.n, 16))
+    note = save_labelled_grid(teacher.decode_with(tokens, cond), cond, out)
     torch.save({"tokens": tokens, "cond": cond}, out.with_suffix(".pt"))
-    print(f"dimo: {len(cond)} samples -> {out} (tokens in {out.with_suffix('.pt')})")
+    print(f"dimo: {len(cond)} samples ({cfg.n} per class) -> {out}" + (f"; {note}" if note else "") +
+          f"; every sample's tokens in {out.with_suffix('.pt')}")
     return 0

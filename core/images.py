@@ -1,4 +1,5 @@
-"""PNG sample grids: one row per class, and side-by-side panels (teacher k steps | student 1 step)."""
+"""PNG sample grids: one row per class (or several, labelled, for ``generate``), and side-by-side panels
+(teacher k steps | student 1 step)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,6 +54,45 @@ def _save_captioned(images: Tensor, labels: Tensor, path: Path, per_class: int, 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def save_labelled_grid(images: Tensor, labels: Tensor, path: Path, columns: int = 16, max_rows: int = 64) -> str:
+    """All samples of each condition, ``columns`` to a row (a condition takes as many rows as it needs), the first
+    row of each labelled with its class id at the left. Beyond ``max_rows`` rows, whole conditions are left out
+    (or, when one condition alone needs more, its last samples): returns a sentence saying what the grid shows,
+    or '' when it shows every sample."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+    classes = labels.unique(sorted=True).tolist()
+    n = int((labels == classes[0]).sum())
+    columns = min(columns, n)
+    rows_each = -(-n // columns)
+    shown = classes[:max(1, max_rows // rows_each)]
+    per_class = min(n, max_rows * columns)
+    tiles = []
+    for c in shown:
+        pick = images[labels == c][:per_class].float().clamp(0, 1)
+        pad = -len(pick) % columns
+        tiles.append(torch.cat([pick, torch.full((pad, *pick.shape[1:]), 0.5)]))
+    up = _upscale(images)
+    batch = F.interpolate(torch.cat(tiles), scale_factor=up, mode="nearest") if up > 1 else torch.cat(tiles)
+    grid = make_grid(batch, nrow=columns, padding=2, pad_value=0.5).permute(1, 2, 0).numpy()
+    tile = batch.shape[-2] + 2
+    rows_per_shown = -(-per_class // columns)
+    fig = plt.figure(figsize=(grid.shape[1] / 100 + 0.8, grid.shape[0] / 100 + 0.2), dpi=100)
+    ax = fig.add_axes([0.8 / (grid.shape[1] / 100 + 0.8), 0, 1 - 0.8 / (grid.shape[1] / 100 + 0.8), 1])
+    ax.imshow(grid)
+    ax.set_xticks([])
+    ax.set_yticks([2 + i * rows_per_shown * tile + tile / 2 for i in range(len(shown))],
+                  [f"class {c}" for c in shown], fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    if len(shown) < len(classes) or per_class < n:
+        return (f"the grid shows {per_class} of {n} samples for each of the first {len(shown)} of {len(classes)} "
+                f"classes (at most {max_rows} rows of {columns})")
+    return ""
 
 
 def save_panels(panels: dict[str, tuple[Tensor, Tensor]], path: Path, per_class: int = 10) -> Path:
