@@ -94,6 +94,7 @@ def generator_validity(network, teacher, init, temperature: float, opts: BoundOp
     """Question 3: the exact validity given x_init, averaged over draws of x_init (and its embedding noise)."""
     chain = teacher.chain
     g = torch.Generator().manual_seed(opts.seed)
+    torch.manual_seed(opts.seed)   # the embedding noise comes from the global RNG (InitSample.embed)
     exact, bound, entropy, sampled = [], [], [], []
     labels = torch.arange(chain.classes).repeat_interleave(opts.draws)
     for cond in labels.split(opts.batch):
