@@ -6,7 +6,7 @@ other installed method that declares itself applicable), the training seeds, the
 sampling seeds, metrics, evaluator) and the performance measurement. ``entries(suite)`` expands it into
 the grid that ``python -m benchmarks.run`` executes, one result file per entry.
 
-Built-in suites: ``digits``, ``mnist``, ``markov`` (embedded, CPU-sized) and ``imagenet256`` (a template
+Built-in suites: ``digits``, ``mnist``, ``markov``, ``words`` (embedded, CPU-sized) and ``imagenet256`` (a template
 that runs only with a local MaskGit checkpoint and ImageNet-256 reference statistics). A YAML file of the
 same fields is a suite too: ``python -m benchmarks.run suite=my_suite.yaml``.
 """
@@ -192,6 +192,16 @@ BUILTIN: dict[str, dict] = {
                       "config": {"name": "random"}, "teacher": {"oracle": True}}] + _teacher_samplers(1.0, "MaskGit"),
         "teacher_steps": [1, 2, 4, 8, 16],
         "methods": _dimo_divergences(DIVERGENCES[:1]),
+        "other_methods": False, "performance": None,   # CPU budget, as mnist
+        "eval": {"samples_per_class": 250, "seeds": [0, 1, 2]},
+    },
+    "words": {
+        "name": "words", "description": "English words of 3-6 letters from the english-words package's web2 list, "
+                                        "letter by letter: exact valid-word share and character bigram distance",
+        "teachers": [{"name": "words"}],
+        "samplers": _teacher_samplers(1.0, "MaskGit"),
+        "teacher_steps": [1, 2, 4, 8, 16],
+        "methods": _dimo_divergences(DIVERGENCES[:2]),   # RKL: the better one on markov (dimo_diagnosis.md)
         "other_methods": False, "performance": None,   # CPU budget, as mnist
         "eval": {"samples_per_class": 250, "seeds": [0, 1, 2]},
     },

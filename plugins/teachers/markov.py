@@ -234,12 +234,13 @@ class MarkovTeacher(CachedTransformerTeacher):
 
 
 class ExactEvaluator(Evaluator):
-    """The evaluator of a task whose distribution is known: no image features; metrics score the sample
-    tokens against the chain (``core.evaluate.Scorer`` uses ``exact_metrics`` instead of features)."""
-    exact_metrics = MarkovTeacher.exact_metrics
+    """The evaluator of a task whose distribution is known (markov, words): no image features; the teacher's
+    ``exact_metrics`` score the sample tokens against it (``core.evaluate.Scorer`` uses them instead of
+    features); ``teacher.draw`` gives exact samples."""
 
-    def __init__(self, teacher: MarkovTeacher):
-        self.teacher, self.chain, self.length = teacher, teacher.chain, teacher.seq_len
+    def __init__(self, teacher):
+        self.teacher, self.length = teacher, teacher.seq_len
+        self.exact_metrics = teacher.exact_metrics
 
     def reference_samples(self, per_class: int = 250, seed: int = 12345) -> Samples:
         """Fresh exact samples of the chains (the data row: what perfect samples score)."""
@@ -254,9 +255,10 @@ class MarkovMetrics(Metric):
 
     def compute(self, data: EvalData) -> dict[str, float]:
         ev = getattr(data, "evaluator", None)
-        if not isinstance(ev, ExactEvaluator) or data.samples is None or data.samples.tokens is None:
+        if not isinstance(getattr(ev, "teacher", None), MarkovTeacher) or data.samples is None \
+                or data.samples.tokens is None:
             raise UserError("metric 'markov' scores sequences of teacher=markov only (it needs the exact chain)")
-        chain, length = ev.chain, ev.length
+        chain, length = ev.teacher.chain, ev.length
         tokens, labels = data.samples.tokens.cpu().long(), data.samples.labels.cpu().long()
         allowed = chain.transition_probs(tokens, labels) > 0
         pairs = torch.zeros(chain.classes, chain.states, chain.states, dtype=torch.float64)
