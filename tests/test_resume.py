@@ -71,3 +71,26 @@ def test_damaged_newest_checkpoint_falls_back_then_nothing_usable_is_a_clear_err
     assert last.returncode == 2, last.stderr[-2000:]
     assert "no usable checkpoint" in last.stderr and "trainer.resume=never" in last.stderr
     assert "Traceback" not in last.stderr
+
+
+@pytest.mark.slow
+def test_damage_seen_by_one_rank_is_skipped_by_every_rank(tmp_path):
+    """Under torchrun, rank 1's RNG file of the newest checkpoint is truncated: both ranks fall back together."""
+    from test_multiprocess import free_port
+    out = tmp_path / "run"
+    args = ["method=mdm", "teacher.arch.dim=32", "teacher.arch.depth=1", "teacher.arch.heads=2", "trainer.steps=6",
+            "trainer.batch_size=8", "trainer.checkpoint_every=2", "trainer.zero_stage=2", "method.cache_teacher=false",
+            "trainer.wandb=disabled", "trainer.progress=false", "eval.enabled=false", f"trainer.output_dir={out}"]
+
+    def torchrun():
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_port", str(free_port()), "-m", "core.run", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=900, env=clean_env({"OMP_NUM_THREADS": "1"}))
+    first = torchrun()
+    assert first.returncode == 0, first.stderr[-3000:]
+    rng = out / "checkpoints" / "step-00000004" / "rng_state_rank1.pt"
+    rng.write_bytes(rng.read_bytes()[:100])
+    again = torchrun()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "skips the damaged checkpoint" in again.stderr and "rank 1: 'rng_state_rank1.pt'" in again.stderr
+    assert "resumed from step 2" in again.stdout + again.stderr
