@@ -77,8 +77,8 @@ def _perf_child(resolved: dict, perf: dict, sampler_cfg: dict, steps: int, queue
 def baseline_config(resolved: dict) -> dict:
     """A plain MDM step on the same teacher network and batch, fine-tuning the teacher: the cost baseline."""
     from core.config import resolve_dict
-    trainer = {k: resolved["trainer"][k] for k in ("seed", "batch_size", "steps", "log_every", "wandb", "progress",
-                                                    "precision", "device")}
+    trainer = {k: resolved["trainer"][k] for k in ("seed", "batch_size", "grad_accum", "steps", "log_every", "wandb",
+                                                    "progress", "precision", "device")}
     return resolve_dict({"method": {"name": "mdm", "init_from_teacher": True, "cache_teacher": False},
                          "teacher": copy.deepcopy(resolved["teacher"]), "trainer": trainer, "eval": {"enabled": False}})
 

@@ -90,8 +90,8 @@ def _flatten(prefix: str, values: dict) -> list[str]:
 def run_method(tmp_path, method: str, teacher: str = "digits", teacher_config: Optional[dict] = None,
                steps: int = 2, batch_size: int = 4, evaluate: bool = False, args: tuple[str, ...] = (),
                samples: int = 4) -> MethodRun:
-    """The main job of ``method`` on ``teacher`` for ``steps`` steps in ``tmp_path``, then export -> load ->
-    generate. With ``evaluate`` the evaluation runs too (``eval.samples_per_class=4``, teacher at 1 step)."""
+    """The main job of ``method`` on ``teacher`` for ``steps`` steps (one micro-step each, whatever a recipe's
+    ``trainer.grad_accum``) in ``tmp_path``, then export -> load -> generate. With ``evaluate`` the evaluation runs too (``eval.samples_per_class=4``, teacher at 1 step)."""
     from core.config import resolve
     from core.export import load_student
     from core.pipeline import main_job
@@ -99,8 +99,8 @@ def run_method(tmp_path, method: str, teacher: str = "digits", teacher_config: O
     config = teacher_config if teacher_config is not None else (TINY_DIGITS if teacher == "digits" else {})
     resolved = resolve([f"method={method}", f"teacher={teacher}", *_flatten("teacher", config),
                         *_flatten("trainer", QUIET), f"trainer.steps={steps}", f"trainer.batch_size={batch_size}",
-                        f"trainer.output_dir={run_dir}", f"eval.enabled={evaluate}", "eval.samples_per_class=4",
-                        "eval.teacher_steps=[1]", *args])
+                        "trainer.grad_accum=1", f"trainer.output_dir={run_dir}", f"eval.enabled={evaluate}",
+                        "eval.samples_per_class=4", "eval.teacher_steps=[1]", *args])
     summary = main_job(resolved)
     _require((run_dir / "student.safetensors").is_file() and (run_dir / "student.json").is_file(),
              f"method '{method}': no exported student in {run_dir}")

@@ -286,8 +286,8 @@ def test_caption_data_is_encoded_into_real_tokens_and_prompt_indices(folder, tmp
 
 def run_dimo(tmp_path, folder, method, zero, *extra):
     args = [sys.executable, "-m", "core.run", f"method={method}", "teacher=amused", f"teacher.checkpoint={folder}",
-            "trainer.steps=2", "trainer.batch_size=4", f"trainer.zero_stage={zero}", "trainer.wandb=disabled",
-            "trainer.progress=false", f"trainer.output_dir={tmp_path / 'run'}",
+            "trainer.steps=2", "trainer.batch_size=4", "trainer.grad_accum=2", f"trainer.zero_stage={zero}",
+            "trainer.wandb=disabled", "trainer.progress=false", f"trainer.output_dir={tmp_path / 'run'}",
             "trainer.checkpoint_every=1000", *extra]
     env = clean_env({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

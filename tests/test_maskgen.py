@@ -184,8 +184,8 @@ def test_core_run_dimo_and_soft_dimo_on_maskgen(tmp_path, zero):
     common = ["teacher=maskgen", f"teacher.checkpoint={FIX / 'generator'}", f"teacher.tokenizer={FIX / 'tokenizer'}",
               f"teacher.clip_arch={FIX / 'clip' / 'dimo-tiny-clip.json'}",
               f"teacher.clip_pretrained={FIX / 'clip' / 'open_clip_model.safetensors'}", *TOK_ARGS,
-              "trainer.steps=2", "trainer.batch_size=4", f"trainer.zero_stage={zero}", "trainer.wandb=disabled",
-              "trainer.progress=false", "eval.enabled=false", "trainer.checkpoint_every=1000"]
+              "trainer.steps=2", "trainer.batch_size=4", "trainer.grad_accum=2", f"trainer.zero_stage={zero}",
+              "trainer.wandb=disabled", "trainer.progress=false", "eval.enabled=false", "trainer.checkpoint_every=1000"]
     env = clean_env({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     run = lambda *a: subprocess.run([sys.executable, "-m", "core.run", *a], cwd=ROOT, env=env, capture_output=True,
                                     text=True, timeout=600)
@@ -216,7 +216,7 @@ def test_the_t2i_maskgen_suite_runs_on_the_fixture(tmp_path):
     clip = tiny_clip_reward_folder(tmp_path / "clip")
     reward = [{"name": "clip", "weight": 1.0, "model": str(clip)}]
     suite = load_suite("t2i_maskgen", {
-        "teacher_steps": [2], "performance": None, "trainer": {"steps": 1, "batch_size": 2},
+        "teacher_steps": [2], "performance": None, "trainer": {"steps": 1, "batch_size": 2, "grad_accum": 1},
         "eval": {"metrics": ["clip_score"]},
         "methods": [{"label": "Di[M]O", "id": "dimo", "config": {"method": "dimo"}},
                     {"label": "Soft-Di[M]O", "id": "soft_dimo", "config": {"method": {"name": "soft_dimo",

@@ -180,6 +180,7 @@ def test_methods_train_through_the_engine_on_meissonic(folder, tmp_path, method,
         extra = [f"method.rewards=[{{name: clip, weight: 1.0, model: {tiny_clip_reward_folder(tmp_path / 'clip')}}}]"]
     cfg = resolve([f"method={method}", "teacher=meissonic", f"teacher.checkpoint={folder}",
                    f"teacher.resolution={SIDE}", "trainer.steps=2", "trainer.batch_size=2", f"trainer.zero_stage={stage}",
+                   "trainer.grad_accum=2",   # the recipe accumulates (8); micro-batch 1 here
                    "trainer.log_every=1", "trainer.wandb=disabled", "trainer.progress=false", "eval.enabled=false",
                    "trainer.device=cpu", f"trainer.output_dir={tmp_path / 'run'}", *extra])
     assert cfg["init"]["sigma"] == 0.3 and cfg["schedule"]["name"] == "cosine_clamped"   # the official recipe
@@ -229,7 +230,7 @@ def test_the_t2i_meissonic_suite_runs_on_a_tiny_meissonic(folder, tmp_path):
     clip = tiny_clip_reward_folder(tmp_path / "clip")
     soft = {"name": "soft_dimo", "rewards": [{"name": "clip", "weight": 1.0, "model": str(clip)}]}
     suite = load_suite("t2i_meissonic", {
-        "teacher_steps": [2], "performance": None, "trainer": {"steps": 1, "batch_size": 2},
+        "teacher_steps": [2], "performance": None, "trainer": {"steps": 1, "batch_size": 2, "grad_accum": 1},
         "eval": {"metrics": ["clip_score"]},
         "methods": [{"label": "Di[M]O", "id": "dimo", "config": {"method": "dimo"}},
                     {"label": "Soft-Di[M]O", "id": "soft_dimo", "config": {"method": soft}, "init_from": "dimo"}]},

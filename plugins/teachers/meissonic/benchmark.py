@@ -65,7 +65,8 @@ def measure(folder: Path, resolution: int, method: str, batch: int, checkpointin
     extra = ["method.rewards=[]", "method.w_gan=1.0", "discriminator=trunk"] if method == "soft_dimo" else []
     return time_training([f"method={method}", "teacher=meissonic", f"teacher.checkpoint={folder}",
                           f"teacher.resolution={resolution}", f"teacher.gradient_checkpointing={checkpointing}",
-                          f"trainer.batch_size={batch}", f"trainer.zero_stage={stage}", *extra], iters,
+                          f"trainer.batch_size={batch}", "trainer.grad_accum=1", f"trainer.zero_stage={stage}",
+                          *extra], iters,
                          torch.device(device))
 
 
