@@ -91,7 +91,8 @@ def run_method(tmp_path, method: str, teacher: str = "digits", teacher_config: O
                steps: int = 2, batch_size: int = 4, evaluate: bool = False, args: tuple[str, ...] = (),
                samples: int = 4) -> MethodRun:
     """The main job of ``method`` on ``teacher`` for ``steps`` steps (one micro-step each, whatever a recipe's
-    ``trainer.grad_accum``) in ``tmp_path``, then export -> load -> generate. With ``evaluate`` the evaluation runs too (``eval.samples_per_class=4``, teacher at 1 step)."""
+    ``trainer.grad_accum``) in ``tmp_path``, then export -> load -> generate. With ``evaluate`` the evaluation
+    runs too (``eval.samples_per_class=4``, teacher at 1 step)."""
     from core.config import resolve
     from core.export import load_student
     from core.pipeline import main_job
