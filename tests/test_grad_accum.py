@@ -1,18 +1,22 @@
 """trainer.grad_accum: each optimizer step accumulates gradients over k micro-steps (DeepSpeed's own
 gradient_accumulation_steps), with every role's n-th update accumulated over all micro-steps before any goes on
 (core.engine.Lockstep, the official Di[M]O order); steps, EMA, warm-up, logs and checkpoints count optimizer steps."""
+import json
 import math
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import ROOT, TINY, clean_env
 from core.config import resolve
 from core.engine import Trainer
 from core.errors import UserError
 from plugins.schedules import Arccos
 from test_baselines import ENGINE_RUNS
+from test_multiprocess import free_port
 
 
 def trained(cfg) -> tuple[Trainer, dict]:
@@ -69,7 +73,7 @@ class Recording(Trainer):
         super()._copy_weights(dst, src)
 
 
-@pytest.mark.parametrize("stage", [0, 2])
+@pytest.mark.parametrize("stage", [0, 2, 3])
 def test_dimo_accumulates_generator_then_aux_at_zero_stage(tiny_teacher, tmp_path, stage):
     steps = 2
     cfg = resolve(["method=dimo", f"trainer.steps={steps}", "trainer.batch_size=8", "trainer.grad_accum=2",
@@ -102,6 +106,19 @@ def test_every_built_in_method_accumulates(tiny_teacher, tmp_path, name):
         assert [b for r, b in trainer.calls if r == role] == [False, True] * steps, role
     if name in ("sdtt", "redi"):   # a step's copy into the frozen role takes the student's stepped weights
         assert trainer.calls[:4] == [("student", False), ("student", True), ("copy", None), ("copy", None)]
+
+
+@pytest.mark.slow
+def test_two_processes_accumulate_under_torchrun(tiny_teacher, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "core.run", "method=dimo", "trainer.steps=2", "trainer.batch_size=8", "trainer.grad_accum=2",
+           "trainer.zero_stage=2", "trainer.log_every=1", f"trainer.output_dir={out}", *tiny_teacher]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env=clean_env({"OMP_NUM_THREADS": "1"}))
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and (out / "student.safetensors").is_file()
 
 
 def dimo_k2(out, tiny, *extra):
