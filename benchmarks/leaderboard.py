@@ -28,12 +28,15 @@ METRICS = {
     "class_logp": ("log p(c|x)", "mean log-likelihood of the conditioning class under the evaluator's classifier "
                                  "(the classifier reward)"),
     "reward": ("Reward", "mean reward of the final (hard) samples under the rewards a test-time search ascends"),
-    "valid": ("Valid", "share of sequences possible under the true chain of their class (exact)"),
+    "valid": ("Valid", "share of samples the task's exact check accepts (markov: every transition possible under "
+                       "the chain of its class; words: a word of the list with its class's length)"),
     "transition_valid": ("Valid trans.", "share of transitions possible under the true chain (exact)"),
     "nll": ("NLL/token", "negative log-likelihood per token under the true distribution (exact; impossible "
                          "transitions charged at the floor probability)"),
     "distinct": ("Distinct", "share of distinct sequences among the samples (diversity)"),
     "bigram_tv": ("Bigram TV", "total variation between sampled and true transition frequencies"),
+    "ngram_tv": ("n-gram TV", "total variation between the character n-gram frequencies of the samples and of the "
+                              "word list (exact)"),
     "iter_seconds": ("s / iter", "seconds per training iteration (median)"),
     "iter_cost_vs_mdm": ("iter ÷ MDM", "training iteration time relative to a plain MDM step, same model "
                                        "and batch"),
