@@ -431,7 +431,7 @@ class SetupContext:
     device: torch.device
     world_size: int
     rank: int
-    micro_batch: int                      # per-process batch
+    micro_batch: int                      # per-process batch of one micro-step: batch_size / (world x grad_accum)
     teacher_network: nn.Module            # loaded, frozen
 
 
@@ -441,7 +441,9 @@ class StepContext:
     its roles only through these handles, never through a DeepSpeed engine:
 
     * ``models[role](...)``: the forward (through the engine for trainable roles, so ``update`` can backprop);
-    * ``update(role, loss)``: backward, gradient clipping, the optimizer and LR-schedule step;
+    * ``update(role, loss)``: backward, gradient clipping, the optimizer and LR-schedule step (with
+      ``trainer.grad_accum=k``, the engine runs k micro-steps in lockstep and steps at the k-th; never call it
+      inside a ``mode`` block, which the other micro-steps would then run in);
     * ``mode(role, training)``: a block in which the role runs in train (dropout) or eval mode;
     * ``module(role)``: the bare network, for a forward that must not arm the engine's backward hooks;
     * ``copy_weights(dst, src)``: role ``dst``'s weights := role ``src``'s, in place (ZeRO-safe);

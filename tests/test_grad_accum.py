@@ -1,6 +1,7 @@
 """trainer.grad_accum: each optimizer step accumulates gradients over k micro-steps (DeepSpeed's own
 gradient_accumulation_steps), with every role's n-th update accumulated over all micro-steps before any goes on
 (core.engine.Lockstep, the official Di[M]O order); steps, EMA, warm-up, logs and checkpoints count optimizer steps."""
+import functools
 import json
 import math
 import shutil
@@ -12,7 +13,7 @@ import torch
 
 from conftest import ROOT, TINY, clean_env
 from core.config import resolve
-from core.engine import Trainer
+from core.engine import Lockstep, Trainer
 from core.errors import UserError
 from plugins.schedules import Arccos
 from test_baselines import ENGINE_RUNS
@@ -134,6 +135,26 @@ def test_resume_with_accumulation_is_bit_identical(tiny_teacher, tmp_path):
     assert trainer.engines["generator"].global_steps == 4    # 2 restored + 2 run
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_lockstep_runs_micro_steps_round_robin_between_updates_and_reraises_an_error():
+    order, running = [], {}
+
+    def micro_step(i, fail=False):
+        order.append((i, "before update"))
+        running["lockstep"].pause()
+        if fail:
+            raise ValueError(f"micro-step {i} failed")
+        order.append((i, "after update"))
+        return i
+
+    running["lockstep"] = Lockstep([functools.partial(micro_step, i) for i in range(3)], torch.device("cpu"))
+    assert running["lockstep"].run() == [0, 1, 2]
+    assert order == [(i, "before update") for i in range(3)] + [(i, "after update") for i in range(3)]
+    running["lockstep"] = Lockstep([functools.partial(micro_step, i, fail=i == 1) for i in range(3)],
+                                   torch.device("cpu"))
+    with pytest.raises(ValueError, match="micro-step 1 failed"):   # the others end; nothing hangs
+        running["lockstep"].run()
 
 
 def test_bad_grad_accum_is_a_clear_error(tmp_path):
