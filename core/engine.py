@@ -428,7 +428,8 @@ class Trainer:
     def _mean_over_ranks(self, logs: dict) -> dict:
         """Logged values are averaged over processes, so curves compare across world sizes."""
         # Methods may return device tensors: they are read here, at log steps, never inside a step.
-        values = torch.stack([as_scalar(v, self.device) for v in logs.values()]) if logs else torch.zeros(0, dtype=torch.float64, device=self.device)
+        values = (torch.stack([as_scalar(v, self.device) for v in logs.values()]) if logs
+                  else torch.zeros(0, dtype=torch.float64, device=self.device))
         if self.world > 1:   # on this rank's device: NCCL reduces CUDA tensors only
             torch.distributed.all_reduce(values)
             values /= self.world

@@ -8,8 +8,8 @@ at log steps and before every checkpoint, so a non-finite state is never saved:
 * ``stop`` (default): raise :class:`NonFiniteError` naming step, role and last finite values; the last
   complete checkpoint stays the newest one, so ``trainer.resume=auto`` restarts from it;
 * ``skip``: check every update (one host sync per update) and drop the update of a role whose loss or
-  gradients are not finite (parameters and optimizer state untouched); with ``trainer.grad_accum`` > 1 a
-  non-finite micro-step drops its role's whole accumulated update; counted and reported at log steps;
+  gradients are not finite (parameters and optimizer state untouched; with ``trainer.grad_accum`` > 1 a
+  non-finite micro-step drops the whole accumulated update); counted and reported at log steps;
 * ``warn``: keep training; print a warning at each log step that saw non-finite values.
 
 Roles with ``Role.nan_to_num`` (official Di[M]O) repair non-finite gradients by design: those are counted
@@ -68,7 +68,7 @@ class _RoleState:
         self.last_step = z(torch.int64, -1)       # last step whose loss and gradients were finite
         self.repaired = z(torch.int64, 0)         # nan_to_num roles: updates with repaired gradients
         self.has_grad = False                      # gradients were readable (not partitioned by ZeRO-2/3)
-        self.dropped = False                       # skip mode: a micro-step of the accumulating update was not finite
+        self.micro_losses: list = []               # the losses of the update's micro-steps so far (grad_accum > 1)
 
 
 class Health:
@@ -88,11 +88,16 @@ class Health:
         self.escalate = False                   # skip mode meets a role that never recovers: stop anyway
 
     def observe(self, role: str, loss: torch.Tensor, engine, boundary: bool = True) -> bool:
-        """Record one update (micro-step) of ``role`` after backward, before the optimizer step; ``boundary``:
-        the last micro-step of its accumulation. Returns False when the update was dropped (mode ``skip`` only,
-        at the boundary; it syncs here, the other modes never do)."""
+        """Record one update of ``role`` after backward, before the optimizer step. With gradient accumulation
+        it is called every micro-step and records the update at its ``boundary`` (the last micro-step): the
+        micro-steps' mean loss and the accumulated gradients. Returns False when the update was dropped (mode
+        ``skip`` only, which syncs here; the other modes never do)."""
         loss = loss.detach().float().sum()
         s = self.roles.get(role) or self.roles.setdefault(role, _RoleState(loss.device))
+        s.micro_losses.append(loss)
+        if not boundary:
+            return True
+        loss, s.micro_losses = torch.stack(s.micro_losses).mean(), []
         gnorm = grad_norm(engine.module.parameters())
         s.has_grad = s.has_grad or gnorm is not None
         loss_ok = torch.isfinite(loss)
@@ -114,12 +119,8 @@ class Health:
         s.last_step = torch.where(ok, torch.full_like(s.last_step, self.step), s.last_step)
         if self.mode != "skip":
             return True
-        s.dropped = s.dropped or not bool(ok)    # the one host sync per update of mode skip
-        if not boundary:
-            return True
-        dropped, s.dropped = s.dropped, False
         self.updates[role] = self.updates.get(role, 0) + 1
-        if not dropped:
+        if bool(ok):                            # the one host sync per update of mode skip
             return True
         self.skipped[role] = self.skipped.get(role, 0) + 1
         skip_update(engine)

@@ -78,7 +78,8 @@ class Recording(Trainer):
 def test_dimo_accumulates_generator_then_aux_at_zero_stage(tiny_teacher, tmp_path, stage):
     steps = 2
     cfg = resolve(["method=dimo", f"trainer.steps={steps}", "trainer.batch_size=8", "trainer.grad_accum=2",
-                   f"trainer.zero_stage={stage}", "trainer.log_every=1", f"trainer.output_dir={tmp_path}", *tiny_teacher])
+                   f"trainer.zero_stage={stage}", "trainer.log_every=1", f"trainer.output_dir={tmp_path}",
+                   *tiny_teacher])
     trainer = Recording(cfg)
     history = trainer.train().history
     # the official order: both generator micro-batches and its step, then both aux micro-batches (sampled from
@@ -135,6 +136,36 @@ def test_resume_with_accumulation_is_bit_identical(tiny_teacher, tmp_path):
     assert trainer.engines["generator"].global_steps == 4    # 2 restored + 2 run
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+class NanInFirstMicroStep(Trainer):
+    """MDM whose first micro-step of step 2 gets a nan loss; keeps the weights after every step."""
+    def _backward_and_step(self, role, loss):
+        first = self.engines[role].micro_steps % self.accum == 0
+        super()._backward_and_step(role, loss * float("nan") if self.health.step == 1 and first else loss)
+
+    def setup(self):
+        super().setup()
+        self.weights = []
+
+    def _update_ema(self, step):
+        super()._update_ema(step)
+        self.weights.append([p.detach().clone() for p in self._module("network").parameters()])
+
+
+def test_skip_drops_the_whole_accumulated_update_of_a_non_finite_micro_step(tmp_path):
+    cfg = resolve(["method=mdm", "trainer.steps=3", "trainer.batch_size=8", "trainer.grad_accum=2",
+                   "trainer.on_nonfinite=skip", "trainer.log_every=2", "method.cache_teacher=false",
+                   f"trainer.output_dir={tmp_path}", *TINY])
+    trainer = NanInFirstMicroStep(cfg)
+    history = trainer.train().history
+    before, dropped, after = trainer.weights
+    assert all(torch.equal(a, b) for a, b in zip(before, dropped))          # step 2 changed nothing
+    assert not all(torch.equal(a, b) for a, b in zip(dropped, after))       # step 3 trained again
+    assert [(h["step"], h.get("skipped_updates/network"), h.get("nonfinite/network")) for h in history] == [
+        (2, 1, 1), (3, None, None)]                                          # one update dropped, counted once
+    engine = trainer.engines["network"]
+    assert engine.global_steps == 3 and engine.micro_steps == 6 and engine.skipped_steps == 1
 
 
 def test_lockstep_runs_micro_steps_round_robin_between_updates_and_reraises_an_error():
