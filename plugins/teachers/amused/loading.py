@@ -10,13 +10,12 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from core.checkpoint import load_state_checked
 from core.errors import UserError
-from plugins.teachers.maskgit.loading import locate
+from plugins.teachers.maskgit.loading import locate, read_safetensors
 
 
 def read_json(spec: str, relpath: str, field: str) -> dict:
@@ -25,13 +24,6 @@ def read_json(spec: str, relpath: str, field: str) -> dict:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{field}: '{path}' is not a JSON config ({exc})") from None
-
-
-def read_safetensors(path: Path, field: str) -> dict:
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise UserError(f"{field}: '{path}' is corrupt or not a safetensors file ({exc})") from None
 
 
 def weights_name(base: str, variant: Optional[str]) -> str:

@@ -36,14 +36,10 @@ from plugins.teachers.amused.loading import diffusers_model, read_json, save_dif
 HUB_ID = "amused/amused-256"
 
 
-class AmusedNetwork(UVit2DModel):
-    """``UVit2DModel`` (same modules, same state-dict keys) with dimo's MaskedNetwork protocol:
-    ``forward(tokens [B, L], cond [B]) -> logits [B, L, V]``. The teacher sets ``text`` (the shared prompt
-    conditioner), ``side`` (token grid side) and ``micro`` (micro-conditions) after building it."""
-    text: Optional[TextConditioner] = None
-    side: int = 0
-    micro: tuple = (256, 256, 0, 0, 6.0)
-    noise_inside = True   # Di[M]O's noise on the output of embed (RMSNorm + conv), as for Meissonic
+class ConvEmbeddingParts:
+    """What Di[M]O needs from a network with UVit2D's conv embedding (``embed``: table, RMSNorm, 1x1 conv) and
+    MLM head (``mlm_layer``): aMUSEd and Meissonic."""
+    noise_inside = True   # Di[M]O's noise on the output of embed (RMSNorm + conv), as the official Meissonic code
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         return self.embed.embeddings(tokens.reshape(tokens.shape[0], -1))
@@ -52,8 +48,17 @@ class AmusedNetwork(UVit2DModel):
         return self.embed.embeddings.weight[: self.config.codebook_size]
 
     def frozen_parameters(self):
-        """As the official Di[M]O Meissonic code: the embedding (table, norm, conv) and the output head."""
+        """As the official Di[M]O Meissonic code: the embedding (table, RMSNorm, conv) and the output head."""
         return list(self.embed.parameters()) + list(self.mlm_layer.parameters())
+
+
+class AmusedNetwork(ConvEmbeddingParts, UVit2DModel):
+    """``UVit2DModel`` (same modules, same state-dict keys) with dimo's MaskedNetwork protocol:
+    ``forward(tokens [B, L], cond [B]) -> logits [B, L, V]``. The teacher sets ``text`` (the shared prompt
+    conditioner), ``side`` (token grid side) and ``micro`` (micro-conditions) after building it."""
+    text: Optional[TextConditioner] = None
+    side: int = 0
+    micro: tuple = (256, 256, 0, 0, 6.0)
 
     def text_inputs(self, cond: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self.text is None:

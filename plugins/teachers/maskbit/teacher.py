@@ -24,7 +24,7 @@ from core.interfaces import PluginConfig, Teacher
 from plugins.teachers.maskbit.tokenizer import ConvVQModel, TokenizerArch
 from plugins.teachers.maskbit.transformer import (PATCH, LFQBert, MaskBitArch, combine_groups, index_bits,
                                                   split_codes)
-from plugins.teachers.maskgit.loading import load_strict, locate, safe_torch_load, strip_prefixes
+from plugins.teachers.maskgit.loading import load_strict, locate, read_weights_file, strip_prefixes
 
 GENERATOR_HUB = "markweber/maskbit_generator_{bits}bit"
 TOKENIZER_HUB = "markweber/maskbit_tokenizer_{bits}bit"
@@ -184,14 +184,7 @@ def official_generator_state(state: dict) -> dict:
 
 def read_state_dict(path: Path, field: str) -> dict:
     """A bare state dict (``torch.save(state_dict)``, the released format) or a safetensors file."""
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise UserError(f"{field}: '{path}' is corrupt or not a safetensors file ({exc})") from None
-    blob = safe_torch_load(path, field)
+    blob = read_weights_file(path, field)
     for key in ("state_dict", "model_state_dict", "model"):   # tolerate common wrappers
         if isinstance(blob, dict) and isinstance(blob.get(key), dict):
             blob = blob[key]

@@ -27,9 +27,9 @@ from core.checkpoint import load_state_checked
 from core.errors import UserError
 from core.interfaces import Teacher
 from plugins.prompts import PromptConditioned, TextConditioner, TextToImageConfig, load_prompts
-from plugins.teachers.amused.loading import read_json, read_safetensors
+from plugins.teachers.amused.loading import read_json
 from plugins.teachers.maskgen.network import MaskGenArch, MaskGenNetwork, TATiTokArch, TATiTokVQ, fold_tied_head
-from plugins.teachers.maskgit.loading import locate, safe_torch_load
+from plugins.teachers.maskgit.loading import locate, read_weights_file
 
 GENERATOR_HUB_ID = "turkeyju/generator_maskgen_vq_l"
 TOKENIZER_HUB_ID = "turkeyju/tokenizer_tatitok_bl128_vq"
@@ -37,9 +37,7 @@ TOKENIZER_HUB_ID = "turkeyju/tokenizer_tatitok_bl128_vq"
 
 def read_weights(path: Path, field: str) -> dict:
     """model.safetensors, or the ``fun-research/TA-TiTok`` ``.bin`` state dicts (read without unpickling code)."""
-    if path.suffix == ".safetensors":
-        return read_safetensors(path, field)
-    blob = safe_torch_load(path, field)
+    blob = read_weights_file(path, field)
     if not (isinstance(blob, dict) and all(torch.is_tensor(v) for v in blob.values())):
         raise UserError(f"{field}: '{path}' is not a state dict of tensors")
     return blob

@@ -67,6 +67,21 @@ def _placeholders(names: Iterable[str], path: Path, field: str) -> list[tuple[ty
     return out
 
 
+def read_safetensors(path: Path, field: str) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{field}: '{path}' is corrupt or not a safetensors file ({exc})") from None
+
+
+def read_weights_file(path: Path, field: str) -> object:
+    """A ``.safetensors`` file's tensors, else what ``torch.save`` wrote (``safe_torch_load``): the released
+    checkpoints of MaskGit, MaskBit and TA-TiTok are ``.pth``/``.bin``; dimo's own are safetensors."""
+    return read_safetensors(path, field) if path.suffix == ".safetensors" else safe_torch_load(path, field)
+
+
 def safe_torch_load(path: Path, field: str) -> object:
     """Tensors and plain containers of a ``torch.save`` file, never executing pickled code."""
     stubs: list[tuple[type, str]] = []

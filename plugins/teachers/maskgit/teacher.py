@@ -24,7 +24,7 @@ from core.errors import UserError
 from core.interfaces import PluginConfig, Teacher
 from plugins.teachers.maskgit.halton import (HALTON_SIZES, HaltonArch, HaltonTransformer, LlamaGenVQ,
                                              LlamaGenVQConfig, fold_tied_head)
-from plugins.teachers.maskgit.loading import load_strict, locate, safe_torch_load, strip_prefixes
+from plugins.teachers.maskgit.loading import load_strict, locate, read_weights_file, safe_torch_load, strip_prefixes
 from plugins.teachers.maskgit.transformer import PATCH, SIZES, MaskGitArch, MaskTransformer
 
 HUB_ID = "llvictorll/Maskgit-pytorch"
@@ -241,14 +241,7 @@ class HaltonTeacher(VQTeacher):
 def read_state_dict(path: Path) -> dict:
     """``model_state_dict`` of an official .pth (or a bare state dict / safetensors file)."""
     field = "teacher.checkpoint"
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise UserError(f"{field}: '{path}' is corrupt or not a safetensors file ({exc})") from None
-    blob = safe_torch_load(path, field)
+    blob = read_weights_file(path, field)
     if isinstance(blob, dict) and "model_state_dict" in blob:
         return blob["model_state_dict"]
     if isinstance(blob, dict) and blob and all(torch.is_tensor(v) for v in blob.values()):

@@ -30,7 +30,7 @@ from core.errors import UserError
 from plugins.inits import vp_noise
 from plugins.prompts import TextConditioner, load_prompts
 from plugins.teachers.amused.loading import diffusers_model, save_diffusers_model, weights_name
-from plugins.teachers.amused.teacher import AmusedConfig, AmusedTeacher
+from plugins.teachers.amused.teacher import AmusedConfig, AmusedTeacher, ConvEmbeddingParts
 from plugins.teachers.maskgit.loading import locate
 from plugins.teachers.meissonic.transformer import MeissonicTransformer
 
@@ -40,24 +40,13 @@ NEGATIVE_PROMPT = ("worst quality, low quality, low res, blurry, distortion, wat
                    "artifacts, signature, sketch, duplicate, ugly, identifying mark")
 
 
-class MeissonicNetwork(MeissonicTransformer):
+class MeissonicNetwork(ConvEmbeddingParts, MeissonicTransformer):
     """``MeissonicTransformer`` with dimo's MaskedNetwork protocol: ``forward(tokens [B, L], cond [B]) -> [B, L, V]``.
     The teacher sets ``text`` (the shared prompt conditioner), ``side``, ``micro`` and ``timestep`` after building."""
     text: Optional[TextConditioner] = None
     side: int = 64
     micro: tuple = (1024, 1024, 0, 0, 6.0)
     timestep: float = 0.0
-    noise_inside = True   # Di[M]O's noise on the output of embed (RMSNorm + conv), as the official code
-
-    def embed_tokens(self, tokens: Tensor) -> Tensor:
-        return self.embed.embeddings(tokens.reshape(tokens.shape[0], -1))
-
-    def code_embeddings(self) -> Tensor:
-        return self.embed.embeddings.weight[: self.config.codebook_size]
-
-    def frozen_parameters(self):
-        """As the official Di[M]O Meissonic code: the embedding (table, RMSNorm, conv) and the output head."""
-        return list(self.embed.parameters()) + list(self.mlm_layer.parameters())
 
     def forward(self, tokens: Optional[Tensor], cond: Tensor, *, noise_sigma: float = 0.0,
                 inputs_embeds: Optional[Tensor] = None, timestep: Optional[float] = None) -> Tensor:
