@@ -35,7 +35,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
 from core.errors import UserError
-from plugins.teachers.markov import MarkovTeacher
+from core.interfaces import EvalData, Samples
+from plugins.teachers.markov import MarkovMetrics, MarkovTeacher
 
 EXAMPLE = "runs/<dimo run> draws=2000 out=bound.json"
 
@@ -91,11 +92,13 @@ def concentration_needed(validity: float, length: int) -> float:
 
 @torch.no_grad()
 def generator_validity(network, teacher, init, temperature: float, opts: BoundOptions) -> dict:
-    """Question 3: the exact validity given x_init, averaged over draws of x_init (and its embedding noise)."""
+    """Question 3: the exact validity given x_init, averaged over draws of x_init (and its embedding noise), and
+    the markov metrics of one sample per x_init (its diversity and distance to the chain, which validity
+    alone does not show)."""
     chain = teacher.chain
     g = torch.Generator().manual_seed(opts.seed)
     torch.manual_seed(opts.seed)   # the embedding noise comes from the global RNG (InitSample.embed)
-    exact, bound, entropy, sampled = [], [], [], []
+    exact, bound, entropy, tokens = [], [], [], []
     labels = torch.arange(chain.classes).repeat_interleave(opts.draws)
     for cond in labels.split(opts.batch):
         x_init = init(len(cond), teacher, g)
@@ -103,13 +106,14 @@ def generator_validity(network, teacher, init, temperature: float, opts: BoundOp
         exact.append(chain.independent_validity(probs, cond))
         bound.append(chain.independent_validity_bound(probs, cond))
         entropy.append(-(probs * probs.clamp(min=1e-300).log()).sum(-1).mean(-1))
-        tokens = torch.multinomial(probs.flatten(0, 1), 1, generator=g).view(probs.shape[:2])
-        sampled.append((chain.transition_probs(tokens, cond) > 0).all(1).double())
-    exact = torch.cat(exact)
+        tokens.append(torch.multinomial(probs.flatten(0, 1), 1, generator=g).view(probs.shape[:2]))
+    exact, tokens = torch.cat(exact), torch.cat(tokens)
+    samples = Samples(teacher.decode(tokens), labels, tokens)
+    sampled = MarkovMetrics(MarkovMetrics.Config()).compute(EvalData(None, None, samples=samples,
+                                                                     evaluator=teacher.evaluator()))
     return {"temperature": temperature, "validity": float(exact.mean()),
-            "validity_stderr": float(exact.std() / math.sqrt(len(exact))),
-            "sampled_valid": float(torch.cat(sampled).mean()), "bound": float(torch.cat(bound).mean()),
-            "share_of_x_init_above_half": float((exact > 0.5).double().mean()),
+            "validity_stderr": float(exact.std() / math.sqrt(len(exact))), "sampled": sampled,
+            "bound": float(torch.cat(bound).mean()), "share_of_x_init_above_half": float((exact > 0.5).double().mean()),
             "token_entropy": float(torch.cat(entropy).mean()), "draws": len(exact)}
 
 

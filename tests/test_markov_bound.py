@@ -49,7 +49,8 @@ def test_support_size_counts_the_sequences_of_positive_probability(states, branc
 
 @pytest.mark.parametrize("r_init,masked", [(0.5, 2), (0.6, 2), (1.0, 4), (0.0, 0), (0.1, 1)])
 def test_x_init_count_is_what_the_init_plugin_draws(r_init, masked):
-    teacher, init = build_chain_only(["teacher.states=2", "teacher.branching=1", "teacher.length=4", f"init.r_init={r_init}"])
+    teacher, init = build_chain_only(["teacher.states=2", "teacher.branching=1", "teacher.length=4",
+                                      f"init.r_init={r_init}"])
     m, atoms = init_atoms(init, 4, 2)
     assert (m, atoms) == (masked, math.comb(4, masked) * 2 ** (4 - masked))
     drawn = init(4000, teacher, torch.Generator().manual_seed(0)).tokens
@@ -91,8 +92,8 @@ def test_generator_validity_is_exact_for_a_point_mass_and_for_uniform_tokens():
     point = generator_validity(FixedLogits(1e4 * nn.functional.one_hot(seq, 16).float()), teacher, init, 1.0, opts)
     exact = float(teacher.chain.independent_validity(nn.functional.one_hot(seq, 16).double()[None].expand(4, -1, -1),
                                                      torch.arange(4)).mean())
-    assert point["validity"] == pytest.approx(exact) and point["sampled_valid"] == pytest.approx(exact)
-    assert point["token_entropy"] < 1e-6 and 0.25 <= exact
+    assert point["validity"] == pytest.approx(exact) and point["sampled"]["valid"] == pytest.approx(exact)
+    assert point["token_entropy"] < 1e-6 and 0.25 <= exact and point["sampled"]["distinct"] == 4 / 200
     uniform = generator_validity(FixedLogits(torch.zeros(1, 16, 16)), teacher, init, 1.0, opts)
     assert uniform["validity"] == pytest.approx((3 / 16) ** 15) and uniform["validity_stderr"] < 1e-20
     assert uniform["token_entropy"] == pytest.approx(math.log(16))
