@@ -128,11 +128,12 @@ def write_results(path: Path, rows: list[dict], resolved: dict, extra: Optional[
     from core.config import config_hash
     from core.export import versions
     from core.checkpoint import atomic_write_text
+    from core.health import finite_json
     plugins = {f"{i.kind}={i.name}": f"{i.distribution} {i.version}" for i in plugins_used(resolved)}
     payload = {"config": resolved, "config_hash": config_hash(resolved), "seed": resolved["eval"]["seed"],
                "train_seed": resolved["trainer"]["seed"], "versions": versions(), "plugins": plugins, "rows": rows,
                **(extra or {})}
-    atomic_write_text(path, json.dumps(payload, indent=1))
+    atomic_write_text(path, json.dumps(finite_json(payload), indent=1, allow_nan=False))   # nan -> null
     return path
 
 

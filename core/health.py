@@ -36,8 +36,24 @@ class NonFiniteError(UserError):
 
 def grad_norm(params) -> Optional[torch.Tensor]:
     """The global 2-norm of the gradients present (a device scalar; nan/inf if any entry is), or None when
-    no parameter holds a gradient (ZeRO-2/3 keep them in partitions)."""
+    no parameter holds a gradient (ZeRO-2/3 keep them in partitions: see ``engine_grad_norm``)."""
     grads = [p.grad for p in params if p.grad is not None]
+    return _norm(grads)
+
+
+def engine_grad_norm(engine) -> Optional[torch.Tensor]:
+    """The norm of a role's gradients at an accumulation boundary: the parameters' own, else the partitions a
+    ZeRO optimizer reduced them into (``averaged_gradients``: this rank's share, the whole of it in one
+    process), so non-finite gradients are seen at every stage."""
+    norm = grad_norm(engine.module.parameters())
+    if norm is not None:
+        return norm
+    parts = getattr(getattr(engine, "optimizer", None), "averaged_gradients", None) or {}
+    grads = [g for v in parts.values() if v is not None for g in (v if isinstance(v, (list, tuple)) else [v])]
+    return _norm([g for g in grads if torch.is_tensor(g)])
+
+
+def _norm(grads: list) -> Optional[torch.Tensor]:
     if not grads:
         return None
     norms = torch._foreach_norm(grads)   # one fused kernel, no host sync
@@ -98,7 +114,7 @@ class Health:
         if not boundary:
             return True
         loss, s.micro_losses = torch.stack(s.micro_losses).mean(), []
-        gnorm = grad_norm(engine.module.parameters())
+        gnorm = engine_grad_norm(engine)
         s.has_grad = s.has_grad or gnorm is not None
         loss_ok = torch.isfinite(loss)
         grad_ok = torch.isfinite(gnorm) if gnorm is not None else torch.ones_like(loss_ok)

@@ -122,3 +122,37 @@ def test_other_errors_pass_through():
     from core.health import Health
     health = Health("stop")
     assert health.explain(RuntimeError("CUDA out of memory"), {"net": torch.nn.Linear(2, 2)}) is None
+
+
+class NanBackward(torch.autograd.Function):
+    """The loss unchanged forward; nan gradients backward (an overflow inside the backward pass)."""
+
+    @staticmethod
+    def forward(ctx, loss):
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+class NanGradAt(Trainer):
+    def _update(self, role, loss):
+        super()._update(role, NanBackward.apply(loss) if self.health.step == BAD_STEP else loss)
+
+
+@pytest.mark.parametrize("stage", [0, 2, 3])
+def test_non_finite_gradients_of_a_finite_loss_are_caught_at_every_zero_stage(tmp_path, stage):
+    """ZeRO-2/3 keep no gradient on the parameters: the check reads the optimizer's reduced partitions."""
+    with pytest.raises(NonFiniteError) as exc:
+        NanGradAt(mdm(tmp_path, "stop", 6, f"trainer.zero_stage={stage}")).train()
+    assert "role 'network'" in str(exc.value) and f"the first at step {BAD_STEP + 1}" in str(exc.value)
+
+
+def test_results_json_holds_null_for_a_non_finite_metric(tmp_path):
+    from core.evaluate import write_results
+    resolved = mdm(tmp_path, "warn")
+    path = write_results(tmp_path / "results.json", [{"model": "student", "steps": 1, "fd": float("nan"),
+                                                      "accuracy": float("inf")}], resolved)
+    [row] = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in results.json"))["rows"]
+    assert row["fd"] is None and row["accuracy"] is None and row["steps"] == 1
