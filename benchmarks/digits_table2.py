@@ -25,6 +25,7 @@ from core.config import resolve
 from core.evaluate import Scorer, format_table, sample_per_class
 from core.export import load_student, versions
 from core.pipeline import main_job
+from core.tables import markdown_table
 
 STEPS = (1, 2, 4, 8, 16)
 KEYS = ("fd", "is", "precision", "recall", "density", "coverage", "accuracy")
@@ -58,11 +59,9 @@ def throughput(fn, teacher, batch: int, repeats: int = 3) -> float:
 
 def to_markdown(result: dict) -> str:
     """The benchmark's JSON rendered as a Markdown table (mean ± std over sampling seeds)."""
-    head = "| model | steps | " + " | ".join(KEYS) + " |"
-    lines = [head, "|" + "---|" * (len(KEYS) + 2)]
-    for r in result["rows"]:
-        cells = [f"{r[k]:.3f} ± {r[k + '_std']:.3f}" for k in KEYS]
-        lines.append(f"| {r['model']} | {r['steps']} | " + " | ".join(cells) + " |")
+    lines = markdown_table(["model", "steps", *KEYS], ([r["model"], str(r["steps"])]
+                                                       + [f"{r[k]:.3f} ± {r[k + '_std']:.3f}" for k in KEYS]
+                                                       for r in result["rows"]))
     floor, c, tp = result["real_vs_real"], result["checks"], result["throughput_samples_per_s"]
     lines += ["", f"Real vs real (noise floor, two halves of the 1,797 real digits): FD {floor['fd']:.3f}, "
                   f"accuracy {floor['accuracy']:.3f}.",

@@ -12,6 +12,7 @@ from typing import Iterable, Optional
 
 from benchmarks import reported
 from benchmarks.results import Result
+from core.tables import markdown_table
 
 GROUP_TITLES = {"reference": "Reference", "teacher": "Teacher", "sampler": "Sampler", "distillation": "Discrete distillation",
                 "test-time": "Test-time search", "performance": "Performance"}
@@ -120,21 +121,16 @@ def setup_line(records: list[Result]) -> str:
 def md_table(records: list[Result], first: str = "group") -> list[str]:
     cols = metric_columns(records)
     head = [first, "model", "steps"] + [f"{title(k)} {direction(records, k)}".strip() for k in cols]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * len(cols)]
-    for r in ordered(records):
-        lines.append("| " + " | ".join([GROUP_TITLES[r.entry.group], r.entry.label, str(r.entry.steps)]
-                                       + [cell(r, k) for k in cols]) + " |")
-    return lines
+    return markdown_table(head, ([GROUP_TITLES[r.entry.group], r.entry.label, str(r.entry.steps)]
+                                 + [cell(r, k) for k in cols] for r in ordered(records)), numbers_from=3)
 
 
 def md_reported() -> list[str]:
     cols = list(reported.METRICS)
     head = ["group", "method", "steps"] + [f"{title(k)} {ARROW[reported.HIGHER_IS_BETTER[k]]}" for k in cols]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * len(cols)]
-    for row in reported.table2():
-        lines.append("| " + " | ".join([GROUP_TITLES[row["group"]], f"{row['method']} ({row['cite']})",
-                                        str(row["steps"])] + [("-" if row[k] is None else f"{row[k]:g}") for k in cols]) + " |")
-    return lines
+    return markdown_table(head, ([GROUP_TITLES[row["group"]], f"{row['method']} ({row['cite']})", str(row["steps"])]
+                                 + [("-" if row[k] is None else f"{row[k]:g}") for k in cols]
+                                 for row in reported.table2()), numbers_from=3)
 
 
 def markdown(records: list[Result], descriptions: dict[str, str], plots: dict[str, list[str]],

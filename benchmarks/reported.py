@@ -112,11 +112,12 @@ def beside(table: ReportedTable, results_root) -> list[str]:
     from pathlib import Path
 
     from benchmarks.results import read
+    from core.tables import markdown_table
     head = ["group", "method", "steps"]
     for m, t in zip(table.metrics, table.titles):
         arrow = "↑" if table.higher_is_better[m] else "↓"
         head += [f"{t} {arrow} paper", f"{t} dimo"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (2 * len(table.metrics))]
+    rows = []
     for group, method, cite, steps, *rest in table.rows:
         values, entry = rest[:-1], rest[-1]
         path = Path(results_root) / table.suite / f"{entry}.json" if entry else None
@@ -124,5 +125,5 @@ def beside(table: ReportedTable, results_root) -> list[str]:
         cells = [group, f"{method} ({cite})", str(steps)]
         for m, v in zip(table.metrics, values):
             cells += ["-" if v is None else f"{v:g}", f"{got[m]:.4g}" if m in got else ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        rows.append(cells)
+    return markdown_table(head, rows, numbers_from=3)

@@ -14,6 +14,7 @@ import os
 from pydantic import BaseModel
 
 from core.config import CORE_SECTIONS
+from core.tables import markdown_table
 
 
 def _type(annotation) -> str:
@@ -24,13 +25,13 @@ def _type(annotation) -> str:
 def fields_table(model: type[BaseModel]) -> list[str]:
     if not model.model_fields:
         return ["(no options)", ""]
-    rows = ["| field | type | default | description |", "|---|---|---|---|"]
+    rows = []
     for name, f in model.model_fields.items():
         default = f.get_default(call_default_factory=True)
         if isinstance(default, BaseModel):
             default = default.model_dump()
-        rows.append(f"| `{name}` | `{_type(f.annotation)}` | `{default!r}` | {(f.description or '').replace('|', '/')} |")
-    return rows + [""]
+        rows.append([f"`{name}`", f"`{_type(f.annotation)}`", f"`{default!r}`", (f.description or "").replace("|", "/")])
+    return markdown_table(["field", "type", "default", "description"], rows) + [""]
 
 
 def summary(cls) -> str:
