@@ -33,6 +33,17 @@ def test_the_classes_are_word_lengths_and_spelling_round_trips(teacher):
     assert not teacher.words.valid(tokens[:50], (labels[:50] + 1) % 4).any()   # a word of another length
 
 
+def test_gcide_words_with_digits_are_left_out():
+    from english_words import get_english_words_set
+    from plugins.teachers.words import WordList
+    listed = get_english_words_set(["gcide"], lower=True, alpha=True)
+    words = WordList("gcide", 1, 12)
+    kept = {w for ws in words.by_class for w in ws}
+    assert kept == {w for w in listed if w.isalpha() and w.isascii() and len(w) <= 12}
+    assert all(len(t) for t in words.tokens)
+    assert "vitaminb2" in listed and "vitaminb2" not in kept
+
+
 def test_valid_is_membership_in_the_list(teacher):
     from english_words import get_english_words_set
     listed = get_english_words_set(["web2"], lower=True, alpha=True)

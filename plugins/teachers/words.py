@@ -39,8 +39,10 @@ class WordList:
         from english_words import get_english_words_set
         words = get_english_words_set([source], lower=True, alpha=True)
         self.length, self.min_length = length, min_length
-        self.by_class = [sorted(w for w in words if len(w) == n and w.isascii()) for n in range(min_length, length + 1)]
-        self.tokens = [torch.tensor([self.encode(w) for w in ws], dtype=torch.long) for ws in self.by_class]
+        spellable = [w for w in words if set(w) <= set(LETTERS)]   # gcide has some digits
+        self.by_class = [sorted(w for w in spellable if len(w) == n) for n in range(min_length, length + 1)]
+        self.tokens = [torch.tensor([self.encode(w) for w in ws], dtype=torch.long).view(-1, length)
+                       for ws in self.by_class]
         self.codes = torch.cat([self.code(t, torch.full((len(t),), c)) for c, t in enumerate(self.tokens)]).sort()[0]
 
     def encode(self, word: str) -> list[int]:
@@ -94,11 +96,7 @@ class WordsTeacher(CachedTransformerTeacher):
         self.seq_len, self.vocab_size, self.mask_id = config.length, len(ALPHABET), len(ALPHABET)
         self.num_classes = config.length - config.min_length + 1
         self.image_shape = (1, 1, config.length)
-        self.words = WordList(config.source, config.min_length, config.length)
-        empty = [config.min_length + c for c, t in enumerate(self.words.tokens) if len(t) == 0]
-        if empty:
-            raise UserError(f"teacher.source={config.source} has no word of {empty[0]} letters; raise "
-                            f"teacher.min_length or lower teacher.length")
+        self.words = WordList(config.source, config.min_length, config.length)   # both lists have every length
 
     def identity(self) -> str:
         c = self.config
