@@ -34,6 +34,7 @@ from typing import Optional
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
+from core.checkpoint import atomic_write_text
 from core.errors import UserError
 from core.interfaces import EvalData, Samples
 from plugins.teachers.markov import MarkovMetrics, MarkovTeacher
@@ -199,7 +200,7 @@ def main(args: list[str]) -> dict:
     text = json.dumps(report, indent=1)
     if opts.out:
         Path(opts.out).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.out).expanduser().write_text(text + "\n")
+        atomic_write_text(Path(opts.out).expanduser(), text + "\n")
     print(text)
     return report
 

@@ -441,10 +441,8 @@ class Trainer:
         return 0.0
 
     def _frozen_checkpointed(self) -> dict:
-        """Frozen roles whose weights the method changes (Role.checkpointed), saved with checkpoints."""
-        if self.tcfg["zero_stage"] == 3 and any(r.checkpointed for r in self.roles.values() if not r.trainable):
-            raise UserError("trainer.zero_stage=3 shards frozen roles, and this method changes one during training "
-                            "(Role.checkpointed); valid zero stages for it: 0, 1, 2")
+        """Frozen roles whose weights the method changes (Role.checkpointed), saved with checkpoints (never
+        sharded: setup refuses ZeRO-3 for such methods)."""
         return {n: self._module(n) for n, r in self.roles.items() if not r.trainable and r.checkpointed}
 
     def _save(self, root: Path, step: int) -> None:
