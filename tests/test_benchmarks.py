@@ -438,14 +438,22 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
 
 
 def test_cpu_peak_memory_is_the_blocks_own_even_after_a_larger_earlier_peak():
+    import mmap
+
     import torch
 
     from benchmarks.memory import PeakMemory
-    earlier = torch.ones(96 * 2 ** 20 // 4)    # a 96 MiB peak before the block
-    del earlier
+
+    def touch(mib: int) -> mmap.mmap:
+        # fresh anonymous pages, so that the figure does not depend on what malloc kept from earlier tests
+        buf = mmap.mmap(-1, mib * 2 ** 20)
+        for i in range(0, len(buf), mmap.PAGESIZE):
+            buf[i] = 1
+        return buf
+
+    touch(96).close()                          # a 96 MiB peak before the block
     with PeakMemory(torch.device("cpu")) as mem:
-        block = torch.ones(48 * 2 ** 20 // 4)  # 48 MiB inside it, freed before the block ends
-        del block
+        touch(48).close()                      # 48 MiB inside it, freed before the block ends
     if mem.exact:
         assert 40 < mem.mb < 90
     else:                                      # no resettable high-water mark: never under-reports
