@@ -2,7 +2,9 @@
 
 * ``embedded``: the task's own evaluator through ``core.evaluate.Scorer`` (classifier features and the metric
   plugins of ``eval.metrics``, or the exact metrics of a known distribution), the same code as a run's evaluation;
-* ``inception``: streamed Inception-v3 FID against reference statistics, and IS (ImageNet scale: no sample kept).
+* ``inception``: streamed Inception-v3 FID against reference statistics, and IS (ImageNet scale: no sample kept);
+  a text-to-image teacher is sampled ``eval.samples_per_class`` times per prompt of its prompt set (COCO-30k: the
+  30k captions as a prompt file, one sample each, against the statistics of the matching real images).
 
 ``python -m core.run evaluate evaluator=NAME`` and the benchmark suites (``evaluator:``) select one.
 """
@@ -68,8 +70,10 @@ class Inception(SampleEvaluator):
         from plugins.teachers.maskgit.evaluation import inception_weights
         ref = self.config.reference
         if not ref:
-            return ("the inception evaluator needs ImageNet-256 reference statistics: set "
-                    "evaluator.reference=<stats.npz> (mu, sigma of Inception pool features; see docs/benchmarks.md)")
+            return ("the inception evaluator needs reference statistics of real images (ImageNet-256 for class-"
+                    "conditional teachers; e.g. COCO-30k for text-to-image ones, sampled once per prompt of the "
+                    "teacher's prompt file): set evaluator.reference=<stats.npz> (mu, sigma of Inception pool "
+                    "features; see docs/benchmarks.md)")
         if not Path(ref).is_file():
             return f"evaluator.reference='{ref}' does not exist"
         try:

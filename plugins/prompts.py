@@ -15,6 +15,8 @@ Prompt sources (``teacher.prompts.source``):
   * ``builtin``: a small fixed list for smoke runs;
   * ``hpsv2`` or ``hpsv2:<style>``: the HPS v2 benchmark prompts shipped by the ``hpsv2`` package (styles
     anime, concept-art, paintings, photo; 800 each);
+  * ``geneval`` or ``geneval:<tag>``: the 553 GenEval prompts with their metadata (plugins/geneval; tags
+    single_object, two_object, counting, colors, position, color_attr), scored by the ``geneval`` metric;
   * a path: a ``.txt`` file (one prompt per line; blank lines and lines starting with ``#`` skipped), a
     ``.json`` list of strings, or an image-caption ``metadata.jsonl`` (its ``text`` fields; see ``teacher.data``).
 """
@@ -26,11 +28,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 
 from core.errors import UserError
 from core.interfaces import PluginConfig
+from plugins.geneval.config import GenEvalConfig
 
 # Short, varied prompts for smoke runs and the tiny test teachers (not a benchmark).
 BUILTIN_PROMPTS = (
@@ -44,11 +47,14 @@ BUILTIN_PROMPTS = (
     "a futuristic city skyline, concept art",
 )
 HPS_STYLES = ("anime", "concept-art", "paintings", "photo")
+GENEVAL_TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+TEXT_METRICS = ("clip_score", "hps", "text_fid", "geneval")
 
 
 class PromptsConfig(PluginConfig):
     source: str = Field("builtin", description="builtin (a small smoke-test list), hpsv2 or hpsv2:<style> (the HPS v2 "
-                                               "benchmark prompts of the hpsv2 package), or a .txt / .json file")
+                                               "benchmark prompts of the hpsv2 package), geneval or geneval:<tag> "
+                                               "(the GenEval prompts and metadata), or a .txt / .json file")
     negative: Optional[str] = Field(None, description="the null/negative prompt of CFG; default: the teacher "
                                                       "family's own ('' for aMUSEd and MaskGen)")
     limit: Optional[int] = Field(None, gt=0, description="keep only the first N prompts")
@@ -58,6 +64,8 @@ class PromptsConfig(PluginConfig):
     def _known_source(cls, v: str) -> str:
         if v.startswith("hpsv2:") and v.split(":", 1)[1] not in HPS_STYLES:
             raise ValueError(f"unknown HPS v2 style '{v.split(':', 1)[1]}'; valid: {', '.join(HPS_STYLES)}")
+        if v.startswith("geneval:") and v.split(":", 1)[1] not in GENEVAL_TAGS:
+            raise ValueError(f"unknown GenEval tag '{v.split(':', 1)[1]}'; valid: {', '.join(GENEVAL_TAGS)}")
         return v
 
 
@@ -65,9 +73,20 @@ class TextToImageConfig(PluginConfig):
     """Options every prompt-conditioned teacher shares: its prompt set and its evaluation."""
     prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="the prompt set conditions index")
     eval_metrics: list[str] = Field(["clip_score"], description="text-to-image metrics of the evaluation: "
-                                                                "clip_score, hps (HPS v2.1 per style)")
+                                                                "clip_score, hps (HPS v2.1 per style), text_fid "
+                                                                "(FID against teacher.eval_fid_reference), geneval "
+                                                                "(with prompts.source=geneval)")
     eval_clip: str = Field("openai/clip-vit-large-patch14", description="CLIPModel folder or hub id of clip_score")
     eval_hps: str = Field("xswu/HPSv2", description="HPS v2.1 weights (file, folder or hub id) of the hps metric")
+    eval_fid_reference: Optional[str] = Field(None, description="reference statistics .npz of the text_fid metric "
+                                                                "(mu, sigma of Inception pool features of real images, "
+                                                                "e.g. COCO-30k; `python -m "
+                                                                "plugins.teachers.maskgit.evaluation stats`)")
+    eval_inception_weights: Optional[str] = Field(
+        None, description="torch-fidelity Inception weight file of the text_fid metric (default: "
+                          "$DIMO_INCEPTION_WEIGHTS, the torch hub cache, or a download)")
+    eval_geneval: GenEvalConfig = Field(default_factory=GenEvalConfig, description="detector, checkpoint and "
+                                                                                   "thresholds of the geneval metric")
     data: Optional[str] = Field(None, description="real image-caption pairs (folder with metadata.jsonl: file_name, "
                                                   "text) for the GAN head and data methods; captions index the prompt "
                                                   "set (teacher.prompts.source=<folder>/metadata.jsonl)")
@@ -75,20 +94,32 @@ class TextToImageConfig(PluginConfig):
     @field_validator("eval_metrics")
     @classmethod
     def _text_metrics(cls, v: list[str]) -> list[str]:
-        valid = ("clip_score", "hps")
-        bad = [m for m in v if m not in valid]
+        bad = [m for m in v if m not in TEXT_METRICS]
         if bad or not v:
-            raise ValueError(f"{bad or v} not text-to-image metrics; valid: {', '.join(valid)}")
+            raise ValueError(f"{bad or v} not text-to-image metrics; valid: {', '.join(TEXT_METRICS)}")
         return v
+
+    @model_validator(mode="after")
+    def _metric_inputs(self):
+        if "text_fid" in self.eval_metrics and not self.eval_fid_reference:
+            raise ValueError("eval_metrics text_fid needs teacher.eval_fid_reference=<stats.npz> (mu, sigma of "
+                             "Inception pool features of real images, e.g. COCO-30k; see "
+                             "docs/teachers/text_conditioning.md)")
+        if "geneval" in self.eval_metrics and self.prompts.source.split(":")[0] != "geneval":
+            raise ValueError(f"eval_metrics geneval needs the GenEval prompts: teacher.prompts.source=geneval (or "
+                             f"geneval:<tag>), not '{self.prompts.source}'")
+        return self
 
 
 @dataclass
 class PromptSet:
-    """Prompts ``0..N-1`` and the null/negative prompt at index ``N``; ``styles[i]`` groups prompts (HPS)."""
+    """Prompts ``0..N-1`` and the null/negative prompt at index ``N``; ``styles[i]`` groups prompts (HPS);
+    ``metadata[i]``: what a benchmark checks of prompt ``i`` (GenEval: tag, include/exclude clauses)."""
     prompts: list[str]
     negative: str = ""
     styles: Optional[list[str]] = None
     source: str = "builtin"
+    metadata: Optional[list[dict]] = None
 
     @property
     def null_index(self) -> int:
@@ -190,23 +221,29 @@ def caption_dataset(folder: str, prompts: PromptSet, size: int, encode, batch: i
 
 def load_prompts(config: PromptsConfig, default_negative: str = "") -> PromptSet:
     src = config.source
-    styles = None
+    styles, metadata = None, None
     if src == "builtin":
         prompts = list(BUILTIN_PROMPTS)
     elif src == "hpsv2" or src.startswith("hpsv2:"):
         prompts, styles = hpsv2_prompts(src.split(":", 1)[1] if ":" in src else None)
+    elif src == "geneval" or src.startswith("geneval:"):
+        from plugins.geneval import geneval_metadata
+        metadata = geneval_metadata(src.split(":", 1)[1] if ":" in src else None)
+        prompts = [m["prompt"] for m in metadata]
     else:
         path = Path(src).expanduser()
         if not path.is_file():
             raise UserError(f"teacher.prompts.source='{src}' is neither builtin, hpsv2, hpsv2:<style> "
-                            f"({', '.join(HPS_STYLES)}) nor an existing .txt/.json prompt file")
+                            f"({', '.join(HPS_STYLES)}), geneval, geneval:<tag> nor an existing .txt/.json prompt "
+                            f"file")
         prompts = read_prompt_file(path)
     if config.limit:
         prompts, styles = prompts[: config.limit], styles[: config.limit] if styles else None
+        metadata = metadata[: config.limit] if metadata else None
     if not prompts:
         raise UserError(f"teacher.prompts.source='{src}' holds no prompts")
     negative = default_negative if config.negative is None else config.negative
-    return PromptSet(prompts, negative, styles, src)
+    return PromptSet(prompts, negative, styles, src, metadata)
 
 
 Encoder = Callable[[list[str], torch.device], dict[str, Tensor]]

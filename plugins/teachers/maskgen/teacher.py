@@ -103,7 +103,7 @@ class MaskGenTeacher(PromptConditioned, Teacher):
         """Per-prompt samples scored against their prompts (plugins/t2i_metrics.py)."""
         from plugins.t2i_metrics import TextImageEvaluator
         c = self.config
-        return TextImageEvaluator(self.prompt_set, tuple(c.eval_metrics), c.eval_clip, c.eval_hps)
+        return TextImageEvaluator.of(self.prompt_set, c)
 
     def clip(self):
         import open_clip
