@@ -23,7 +23,7 @@ class RandomDataTrainer(Trainer):
     data set is on the benchmark machine."""
 
     def _dataset(self):
-        n, g = 4 * self.tcfg["batch_size"], torch.Generator().manual_seed(0)
+        n, g = 4 * self.tcfg.batch_size, torch.Generator().manual_seed(0)
         return (torch.randint(0, self.teacher.vocab_size, (n, self.teacher.seq_len), generator=g),
                 torch.randint(0, self.teacher.num_classes, (n,), generator=g))
 

@@ -38,22 +38,23 @@ def best_throughput(fn: Callable, teacher, batch: int, repeats: int) -> tuple[fl
 
 
 def _perf_child(resolved: dict, perf: dict, sampler_cfg: dict, steps: int, queue) -> None:
-    """In a fresh process: train ``warmup + iters`` steps, time them, then time sampling."""
+    """In a fresh process: train ``warmup + iters`` steps of ``resolved`` (a run config's JSON view, which a
+    spawned process re-resolves: plugin classes need not pickle), time them, then time sampling."""
     import tempfile
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):   # the parent's group
         os.environ.pop(k, None)
     try:
+        from core.config import resolve_dict
         from core.engine import Trainer
         from core.export import load_student
         from registry.registry import build
         with tempfile.TemporaryDirectory(prefix="dimo-perf-") as tmp:
-            cfg = copy.deepcopy(resolved)
-            cfg["trainer"]["output_dir"] = tmp
-            device = torch.device("cuda" if torch.cuda.is_available() and cfg["trainer"]["device"] != "cpu" else "cpu")
+            cfg = resolve_dict({**resolved, "trainer": {**resolved["trainer"], "output_dir": tmp}})
+            device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.device != "cpu" else "cpu")
             with PeakMemory(device) as mem:
                 result = Trainer(cfg).train()
             rates = [h["samples_per_s"] for h in result.history][perf["warmup"]:]
-            iter_seconds = statistics.median(cfg["trainer"]["batch_size"] / r for r in rates)
+            iter_seconds = statistics.median(cfg.trainer.batch_size / r for r in rates)
             method, teacher, student, _ = load_student(tmp)
             student.to(device)
             teacher_net = teacher.build_network(load_weights=True).to(device).eval()
@@ -107,7 +108,7 @@ def measure_entry(resolved: dict, perf: dict, sampler_cfg: dict, steps: int) -> 
 def measure_in_child(resolved: dict, perf: dict, sampler_cfg: dict, steps: int) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_perf_child, args=(resolved, perf, sampler_cfg, steps, queue))
+    proc = ctx.Process(target=_perf_child, args=(dict(resolved), perf, sampler_cfg, steps, queue))
     proc.start()
     out = queue.get()
     proc.join()

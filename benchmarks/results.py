@@ -291,7 +291,7 @@ def new_record(entry: dict, resolved: dict, device: torch.device, used: tuple[tu
                **fields) -> dict:
     """A record's common fields: what ran (``entry``, the resolved config), where and with what (``env``; ``used``:
     (kind, name) of plugins used beside the config's), when; ``fields``: the rest."""
-    return {"schema_version": SCHEMA_VERSION, "entry": entry, "config": resolved,
+    return {"schema_version": SCHEMA_VERSION, "entry": entry, "config": dict(resolved),   # a run config's JSON view
             "env": environment(resolved, device, used), "date": now(), **fields}
 
 

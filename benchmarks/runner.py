@@ -18,7 +18,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 from tqdm import tqdm
@@ -27,6 +27,9 @@ from benchmarks import results
 from benchmarks.perf import measure_entry
 from benchmarks.suites import Entry, Suite, entries
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    from core.config import RunConfig
 
 QUIET_TRAINER = {"wandb": "disabled", "progress": False}
 
@@ -52,7 +55,7 @@ def eval_section(suite: Suite, entry: Entry) -> dict:
             "metrics": metrics_for(lookup("teacher", entry.teacher["name"]), e.metrics)}
 
 
-def resolve_entry(suite: Suite, entry: Entry) -> dict:
+def resolve_entry(suite: Suite, entry: Entry) -> "RunConfig":
     """The validated config of an entry (core's resolution: defaults, the teacher's recipe, overrides)."""
     from core.config import resolve_dict
     ev = eval_section(suite, entry)
@@ -120,7 +123,7 @@ def ensure_teacher(section: dict, seed: int, work_dir: Path) -> None:
         return
     cfg = resolve_dict({"method": {"name": "mdm"}, "teacher": copy.deepcopy(section),
                         "trainer": {"seed": seed, **QUIET_TRAINER}, "eval": {"enabled": False}})
-    cfg["trainer"]["output_dir"] = str(work_dir / f"mdm-{section['name']}-{config_hash(cfg)}")
+    cfg = cfg.updated({"trainer": {"output_dir": str(work_dir / f"mdm-{section['name']}-{config_hash(cfg)}")}})
     print(f"benchmarks: pre-training the {section['name']} teacher (method=mdm, its recipe)")
     main_job(cfg)
 
@@ -142,9 +145,7 @@ def train_student(resolved: dict, work_dir: Path) -> tuple[Path, Optional[float]
     card = run_dir / "student.json"
     if card.is_file() and json.loads(card.read_text()).get("config_hash") == config_hash(resolved):
         return run_dir, None
-    cfg = copy.deepcopy(resolved)
-    cfg["trainer"]["output_dir"] = str(run_dir)
-    return run_dir, Trainer(cfg).train().seconds
+    return run_dir, Trainer(resolved.updated({"trainer": {"output_dir": str(run_dir)}})).train().seconds
 
 
 def build_search(search: dict):
@@ -181,13 +182,14 @@ class Runner:
             self._teacher_sha[key] = results.teacher_sha256(build_teacher(section))
         return self._teacher_sha[key]
 
-    def resolve(self, entry: Entry) -> dict:
+    def resolve(self, entry: Entry) -> "RunConfig":
         """The entry's config; a student initialised from another entry's student points at that run folder
         (named by that entry's config hash, so re-training the source re-runs this entry)."""
         resolved = resolve_entry(self.suite, entry)
         if entry.init_from and entry.kind != "perf":
             source = self.entry(entry.init_from)
-            resolved["method"]["init_from"] = str(student_dir(resolve_entry(self.suite, source), self.work_dir))
+            resolved = resolved.updated(
+                {"method": {"init_from": str(student_dir(resolve_entry(self.suite, source), self.work_dir))}})
         return resolved
 
     def entry(self, entry_id: str) -> Entry:

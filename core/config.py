@@ -1,6 +1,8 @@
 """Typed run configuration: ``key=value`` overrides, YAML files, plugin schemas, and the config hash.
 
-A resolved config is a plain nested dict::
+A run's config is resolved once into a ``RunConfig``: typed sections (``run.trainer.steps``, ``run.eval.seed``)
+and, for each plugin section, the chosen plugin with its validated config (``run.plugin("method")``). Read as a
+mapping it is the run's JSON view, the form config.yaml, student.json, results and the config hash hold::
 
     {"trainer": {...}, "eval": {...}, "teacher": {"name": "digits", ...}, "method": {"name": "dimo", ...},
      "divergence": {"name": "fkl"}, ...}
@@ -16,6 +18,8 @@ import copy
 import hashlib
 import json
 import math
+from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, Optional
 
@@ -84,6 +88,60 @@ CORE_SECTIONS: dict[str, type[BaseModel]] = {"trainer": TrainerConfig, "eval": E
 UNHASHED = {"trainer": {"output_dir", "resume", "wandb", "wandb_project", "progress", "log_every",
                         "checkpoint_every", "keep_checkpoints", "device", "on_nonfinite", "bf16_mode", "compile"}}
 DEFAULT_CHOICES = {"method": "dimo", "teacher": "digits"}
+
+
+class PluginChoice(NamedTuple):
+    """A plugin section of a run: the plugin's name, its class and its validated config."""
+    name: str
+    cls: type
+    config: BaseModel
+
+
+class RunConfig(Mapping):
+    """One resolved run, typed and immutable: ``run.trainer`` (``TrainerConfig``), ``run.eval`` (``EvalConfig``),
+    ``run.plugin(kind)`` (a ``PluginChoice`` per plugin section: teacher, method, then the method's ``uses``).
+
+    As a mapping it is the JSON view (``run["method"]["name"]``) that config.yaml, student.json, checkpoints,
+    results and the hash are made of; ``as_dict()`` is a copy to change, ``updated`` resolves a changed run."""
+
+    def __init__(self, trainer: TrainerConfig, eval: EvalConfig, plugins: dict[str, PluginChoice]):
+        self.trainer, self.eval, self._plugins = trainer, eval, dict(plugins)
+        self._view = {"trainer": trainer.model_dump(mode="json"), "eval": eval.model_dump(mode="json"),
+                      **{kind: {"name": p.name, **p.config.model_dump(mode="json")} for kind, p in plugins.items()}}
+
+    def __getitem__(self, section: str) -> dict:
+        return self._view[section]
+
+    def __iter__(self):
+        return iter(self._view)
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def __repr__(self) -> str:
+        return f"RunConfig({self.name}, hash {self.hash})"
+
+    def plugin(self, kind: str) -> PluginChoice:
+        return self._plugins[kind]
+
+    @property
+    def plugin_kinds(self) -> tuple[str, ...]:
+        return tuple(self._plugins)
+
+    @property
+    def name(self) -> str:
+        return f"{self.plugin('method').name}-{self.plugin('teacher').name}"
+
+    @cached_property
+    def hash(self) -> str:
+        return config_hash(self)
+
+    def as_dict(self) -> dict:
+        return copy.deepcopy(self._view)
+
+    def updated(self, changes: dict) -> "RunConfig":
+        """This run with ``changes`` (sections of fields) merged in, resolved and checked again."""
+        return resolve_dict(merge(self.as_dict(), changes))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -181,13 +239,13 @@ def merge(base: dict, top: dict, path: str = "") -> dict:
 # ------------------------------------------------------------------------------------------------
 
 class Resolution(NamedTuple):
-    config: dict                  # the resolved config
+    config: RunConfig             # the resolved config
     sources: dict[str, str]       # dotted field -> "default", "recipe <name>", "file <path>" or "command line"
     recipe: Optional[Recipe]      # the recipe applied, if any
 
 
-def resolve(args: list[str], base: Optional[dict] = None) -> dict:
-    """Resolve command-line arguments into a validated, fully populated config dict."""
+def resolve(args: list[str], base: Optional[dict] = None) -> RunConfig:
+    """Resolve command-line arguments into a validated, fully populated run config."""
     return resolve_with_sources(args, base).config
 
 
@@ -199,11 +257,12 @@ def resolve_with_sources(args: list[str], base: Optional[dict] = None) -> Resolu
                           + [("command line", overrides)])
 
 
-def resolve_dict(user: dict) -> dict:
+def resolve_dict(user: Mapping) -> RunConfig:
+    """A run config from sections given as data (a stored config.yaml or student.json, a suite entry)."""
     return resolve_layers([("given", user)]).config
 
 
-def resolve_layers(layers: list[tuple[str, dict]]) -> Resolution:
+def resolve_layers(layers: list[tuple[str, Mapping]]) -> Resolution:
     """The user's layers (label, sections), lowest first, over the defaults and the recipe."""
     user: dict = {}
     for _, values in layers:
@@ -238,9 +297,9 @@ def resolve_layers(layers: list[tuple[str, dict]]) -> Resolution:
         layered = merge(layered, values)
     layered = merge(layered, user)
 
-    resolved: dict = {}
-    for section, model in CORE_SECTIONS.items():
-        resolved[section] = validate(model, layered.get(section, {}), section)
+    core = {section: validate_model(model, layered.get(section, {}), section)
+            for section, model in CORE_SECTIONS.items()}
+    plugins: dict[str, PluginChoice] = {}
     for kind in groups:
         values = dict(layered.get(kind, {}))
         name = values.pop("name", None) or {"method": method_name, "teacher": teacher_name}.get(kind) \
@@ -249,8 +308,9 @@ def resolve_layers(layers: list[tuple[str, dict]]) -> Resolution:
             raise UserError(f"method '{method_name}' needs a {kind}: set {kind}=<name> "
                             f"(valid: {', '.join(reg.names(kind))})")
         cls = lookup(kind, name)
-        resolved[kind] = {"name": name, **validate(cls.Config, values, kind)}
-    check_resolved(resolved, groups)
+        plugins[kind] = PluginChoice(name, cls, validate_model(cls.Config, values, kind))
+    resolved = RunConfig(core["trainer"], core["eval"], plugins)
+    check_resolved(resolved)
     return Resolution(resolved, value_sources(resolved, below + layers), recipe)
 
 
@@ -308,14 +368,14 @@ class LazyTeacher:
         return self._cls
 
 
-def check_resolved(resolved: dict, groups) -> None:
+def check_resolved(run: RunConfig) -> None:
     """Checks across sections, so that a run fails when it is resolved, never after training: each plugin's
     ``check_config`` against the teacher (token ids, what the teacher can do)."""
-    teacher_cls, teacher_cfg = section_config(resolved, "teacher")
-    teacher = LazyTeacher(teacher_cls, teacher_cfg)
-    for kind in groups:
-        cls, cfg = (teacher_cls, teacher_cfg) if kind == "teacher" else section_config(resolved, kind)
-        cls.check_config(cfg, teacher)
+    teacher = run.plugin("teacher")
+    lazy = LazyTeacher(teacher.cls, teacher.config)
+    for kind in run.plugin_kinds:
+        choice = run.plugin(kind)
+        choice.cls.check_config(choice.config, lazy)
 
 
 def lookup(kind: str, name: str):
@@ -325,7 +385,8 @@ def lookup(kind: str, name: str):
         raise UserError(str(exc)) from None
 
 
-def validate(model: type[BaseModel], values: Any, section: str) -> dict:
+def validate_model(model: type[BaseModel], values: Any, section: str) -> BaseModel:
+    """``values`` validated by ``model``; every problem is a UserError naming the section's fields."""
     if not isinstance(values, dict):
         raise UserError(f"'{section}' must be a mapping of fields, got {values!r}")
     try:
@@ -338,7 +399,12 @@ def validate(model: type[BaseModel], values: Any, section: str) -> dict:
     if bad:   # 'nan', 'inf' and overflowing literals such as 1e400 parse as floats; no field means them
         raise UserError("invalid configuration:\n  " + "\n  ".join(
             f"{path}: must be a finite number (got {value!r})" for path, value in bad))
-    return obj.model_dump(mode="json")
+    return obj
+
+
+def validate(model: type[BaseModel], values: Any, section: str) -> dict:
+    """``validate_model``, as JSON-ready values."""
+    return validate_model(model, values, section).model_dump(mode="json")
 
 
 def nonfinite_fields(value: Any, path: str) -> list[tuple[str, float]]:
@@ -364,25 +430,27 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], sectio
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-def section_config(resolved: dict, kind: str):
-    """The validated pydantic config object of a plugin section."""
+def section_config(resolved: Mapping, kind: str):
+    """(plugin class, validated config) of a plugin section: a run's own, or a section given as data."""
+    if isinstance(resolved, RunConfig):
+        return resolved.plugin(kind).cls, resolved.plugin(kind).config
     values = dict(resolved[kind])
     cls = lookup(kind, values.pop("name"))
-    return cls, cls.Config.model_validate(values)
+    return cls, validate_model(cls.Config, values, kind)
 
 
-def config_hash(resolved: dict) -> str:
+def config_hash(resolved: Mapping) -> str:
     hashed = {k: {f: v for f, v in sec.items() if f not in UNHASHED.get(k, ())} if isinstance(sec, dict) else sec
               for k, sec in resolved.items() if k != "eval"}
     blob = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def to_yaml(resolved: dict) -> str:
-    return yaml.safe_dump(resolved, sort_keys=False)
+def to_yaml(resolved: Mapping) -> str:
+    return yaml.safe_dump(dict(resolved), sort_keys=False)
 
 
-def to_annotated_yaml(resolved: dict, sources: dict[str, str]) -> str:
+def to_annotated_yaml(resolved: Mapping, sources: dict[str, str]) -> str:
     """``to_yaml`` with each value's source as an end-of-line comment (the YAML loads to the same config)."""
     rows = []   # (text, comment)
 

@@ -19,7 +19,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampl
 from tqdm import tqdm
 
 from core import checkpoint, distributed as dist
-from core.config import config_hash, to_yaml
+from core.config import RunConfig, to_yaml
 from core.errors import UserError
 from core.export import save_student
 from core.factory import build_method, build_plugins  # noqa: F401  (build_plugins: re-exported)
@@ -36,11 +36,8 @@ class RunResult:
     seconds: float = 0.0
 
 
-def run_dir_for(resolved: dict) -> Path:
-    out = resolved["trainer"]["output_dir"]
-    if out:
-        return Path(out)
-    return Path("runs") / f"{resolved['method']['name']}-{resolved['teacher']['name']}-{config_hash(resolved)}"
+def run_dir_for(run: RunConfig) -> Path:
+    return Path(run.trainer.output_dir or Path("runs") / f"{run.name}-{run.hash}")
 
 
 def seed_step(seed: int, step: int, rank: int) -> None:
@@ -166,15 +163,17 @@ def as_scalar(value, device: torch.device) -> torch.Tensor:
 
 
 class Trainer:
-    def __init__(self, resolved: dict):
-        self.cfg = resolved
-        self.tcfg = resolved["trainer"]
-        self.hash = config_hash(resolved)
-        self.run_dir = run_dir_for(resolved)
+    """Trains ``run``'s method. ``built``: its (method, teacher) when the caller has built them already (the main
+    job builds them once for pre-training, training and evaluation); otherwise they are built in ``setup``."""
+
+    def __init__(self, run: RunConfig, built: Optional[tuple] = None):
+        self.cfg, self.tcfg, self.built = run, run.trainer, built
+        self.hash = run.hash
+        self.run_dir = run_dir_for(run)
 
     # -- setup -----------------------------------------------------------------------------------
     def _deepspeed_config(self, role: Role, micro: int, trainable: bool) -> dict:
-        stage = self.tcfg["zero_stage"] if trainable else (3 if self.tcfg["zero_stage"] == 3 else 0)
+        stage = self.tcfg.zero_stage if trainable else (3 if self.tcfg.zero_stage == 3 else 0)
         cfg = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": self.accum,
                "zero_optimization": {"stage": stage}, "steps_per_print": 10 ** 9, "wall_clock_breakdown": False,
                **self._precision_config(trainable)}
@@ -188,18 +187,18 @@ class Trainer:
         ``weights`` (DeepSpeed's bf16 mode) applies to trainable roles; frozen engines always autocast."""
         if not self.use_bf16:
             return {}
-        if trainable and self.tcfg["bf16_mode"] == "weights":
+        if trainable and self.tcfg.bf16_mode == "weights":
             return {"bf16": {"enabled": True}}
         return {"torch_autocast": {"enabled": True, "dtype": "bfloat16"}}
 
     def _engine(self, name: str, role: Role, micro: int):
         import deepspeed
         module = role.module.to(self.device)
-        if self.tcfg["compile"]:   # in place: parameter names (checkpoints, EMA) are unchanged
+        if self.tcfg.compile:   # in place: parameter names (checkpoints, EMA) are unchanged
             module.compile()
         if not role.trainable:
             module.train(role.train_mode).requires_grad_(False)
-            if self.tcfg["zero_stage"] == 3:   # shard frozen models too when training is ZeRO-3
+            if self.tcfg.zero_stage == 3:   # shard frozen models too when training is ZeRO-3
                 engine, *_ = deepspeed.initialize(model=module, config=self._deepspeed_config(role, micro, False))
                 return engine
             return module
@@ -213,18 +212,18 @@ class Trainer:
         return engine
 
     def setup(self) -> None:
-        self.device = dist.init(self.tcfg["device"])
+        self.device = dist.init(self.tcfg.device)
         self.rank, self.world = dist.rank(), dist.world_size()
-        self.use_bf16 = self.tcfg["precision"] == "bf16" or (self.tcfg["precision"] == "auto"
+        self.use_bf16 = self.tcfg.precision == "bf16" or (self.tcfg.precision == "auto"
                                                              and self.device.type == "cuda")
         if self.device.type == "cuda":   # TF32 for the fp32 matmuls that remain (losses, fp32 runs)
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        self.accum = self.tcfg["grad_accum"]
-        if self.tcfg["batch_size"] % (self.world * self.accum):
-            raise UserError(f"trainer.batch_size={self.tcfg['batch_size']} is not divisible by the {self.world} "
+        self.accum = self.tcfg.grad_accum
+        if self.tcfg.batch_size % (self.world * self.accum):
+            raise UserError(f"trainer.batch_size={self.tcfg.batch_size} is not divisible by the {self.world} "
                             f"process(es) x trainer.grad_accum={self.accum}; valid batch sizes: multiples of "
                             f"{self.world * self.accum}")
-        self.micro = self.tcfg["batch_size"] // (self.world * self.accum)
+        self.micro = self.tcfg.batch_size // (self.world * self.accum)
         self._lockstep: Optional[Lockstep] = None
         self.run_dir = Path(dist.broadcast_object(str(self.run_dir)))
         if dist.is_main():
@@ -232,8 +231,8 @@ class Trainer:
             checkpoint.atomic_write_text(self.run_dir / "config.yaml", to_yaml(self.cfg))
             checkpoint.atomic_write_text(self.run_dir / "config_hash.txt", self.hash + "\n")
         dist.barrier()
-        torch.manual_seed(self.tcfg["seed"])
-        self.method, self.teacher = build_method(self.cfg)
+        torch.manual_seed(self.tcfg.seed)
+        self.method, self.teacher = self.built or build_method(self.cfg)
         teacher_net = None
         if self.method.needs_teacher_weights:
             teacher_net = self.teacher.build_network(load_weights=True).to(self.device).eval().requires_grad_(False)
@@ -241,8 +240,8 @@ class Trainer:
                            world_size=self.world, rank=self.rank, micro_batch=self.micro, teacher_network=teacher_net)
         self.roles = self.method.setup(ctx)
         changed = [n for n, r in self.roles.items() if r.checkpointed and not r.trainable]
-        if changed and self.tcfg["zero_stage"] == 3:   # copy_weights into a sharded frozen role is not supported
-            name = self.cfg["method"]["name"]
+        if changed and self.tcfg.zero_stage == 3:   # copy_weights into a sharded frozen role is not supported
+            name = self.cfg.plugin("method").name
             raise UserError(f"method '{name}' copies weights into its frozen role(s) {', '.join(changed)}, which "
                             f"trainer.zero_stage=3 shards; valid trainer.zero_stage for {name}: 0, 1, 2")
         # EMA copies are taken before DeepSpeed wraps (and, under ZeRO-3, partitions) the modules.
@@ -252,8 +251,8 @@ class Trainer:
         self.engines = {n: m for n, m in self.models.items() if self.roles[n].trainable}
         self.data = self._dataset() if self.method.needs_data else None
         if self.method.needs_data and self.data is None:
-            raise UserError(f"method '{self.cfg['method']['name']}' needs real data, but teacher "
-                            f"'{self.cfg['teacher']['name']}' provides none")
+            raise UserError(f"method '{self.cfg.plugin('method').name}' needs real data, but teacher "
+                            f"'{self.cfg.plugin('teacher').name}' provides none")
 
     def _dataset(self):
         """Real ``(tokens, conditions)`` for methods that need data (a benchmark may substitute its own)."""
@@ -266,7 +265,7 @@ class Trainer:
     def _copy_weights(self, dst: str, src: str) -> None:
         """Role ``dst``'s weights := role ``src``'s (e.g. SDTT's round teacher := the student), in place."""
         source = self._module(src)
-        with torch.no_grad(), zero3_gather(source, self.tcfg["zero_stage"] == 3):
+        with torch.no_grad(), zero3_gather(source, self.tcfg.zero_stage == 3):
             self._module(dst).load_state_dict(source.state_dict())
 
     # -- the loop --------------------------------------------------------------------------------
@@ -327,7 +326,7 @@ class Trainer:
         grads = [p.grad for p in engine.module.parameters() if p.grad is not None]   # none under ZeRO-2/3
         diagnose = self._logging and bool(grads)
         nonfinite = torch.stack([(~torch.isfinite(g)).sum() for g in grads]).sum() if diagnose else None
-        if self.roles[role].nan_to_num and self.tcfg["zero_stage"] < 2:
+        if self.roles[role].nan_to_num and self.tcfg.zero_stage < 2:
             for g in grads:
                 torch.nan_to_num_(g, nan=0.0, posinf=1e5, neginf=-1e5)
         if diagnose:
@@ -354,7 +353,7 @@ class Trainer:
         for name, ema in self.emas.items():
             decay = min(self.roles[name].ema_decay, (1 + step) / (10 + step))
             src = self._module(name)
-            with torch.no_grad(), zero3_gather(src, self.tcfg["zero_stage"] == 3):
+            with torch.no_grad(), zero3_gather(src, self.tcfg.zero_stage == 3):
                 ema_params = list(ema.parameters())
                 src_params = [p.detach().to(e.dtype) for e, p in zip(ema_params, src.parameters())]
                 torch._foreach_lerp_(ema_params, src_params, 1 - decay)   # one fused kernel, not one per tensor
@@ -364,7 +363,7 @@ class Trainer:
         self.setup()
         start = 0
         ckpt_root = self.run_dir / "checkpoints"
-        resume = self.tcfg["resume"]
+        resume = self.tcfg.resume
         if resume == "auto":   # the newest readable checkpoint; damaged ones are skipped with a warning
             start = checkpoint.resume_latest(ckpt_root, self.engines, self.emas, self.hash,
                                              self._frozen_checkpointed())
@@ -373,24 +372,24 @@ class Trainer:
                 raise UserError(f"trainer.resume='{resume}' is not a checkpoint folder (no trainer_state.json); "
                                 f"valid: auto, never, or a path to a step-XXXXXXXX folder")
             start = checkpoint.load(Path(resume), self.engines, self.emas, self.hash, self._frozen_checkpointed())
-        logger = MetricLogger(self.run_dir, self.cfg, self.tcfg["wandb"], self.tcfg["wandb_project"],
+        logger = MetricLogger(self.run_dir, self.cfg.as_dict(), self.tcfg.wandb, self.tcfg.wandb_project,
                               self.run_dir.name)
         if start:
             logger.console(f"dimo: resumed from step {start} in {ckpt_root}")
-        steps = self.tcfg["steps"]
-        bar = tqdm(total=steps, initial=start, disable=not (dist.is_main() and self.tcfg["progress"]),
-                   desc=f"{self.cfg['method']['name']}:{self.cfg['teacher']['name']}", dynamic_ncols=True)
+        steps = self.tcfg.steps
+        bar = tqdm(total=steps, initial=start, disable=not (dist.is_main() and self.tcfg.progress),
+                   desc=self.cfg.name.replace("-", ":", 1), dynamic_ncols=True)
         history, last = [], time.time()
-        batches = None if self.data is None else data_batches(*self.data, self.micro, self.tcfg["seed"],
+        batches = None if self.data is None else data_batches(*self.data, self.micro, self.tcfg.seed,
                                                               self.rank, self.world, start * self.accum)
-        self.health = Health(self.tcfg["on_nonfinite"], self.world,
+        self.health = Health(self.tcfg.on_nonfinite, self.world,
                              [n for n, r in self.roles.items() if r.trainable and r.nan_to_num])
         for step in range(start, steps):
-            seed_step(self.tcfg["seed"], step, self.rank)
+            seed_step(self.tcfg.seed, step, self.rank)
             self._grad_norms: dict[str, Any] = {}
             self._grad_logs: dict[str, Any] = {}
             self.health.step = step
-            self._logging = (step + 1) % self.tcfg["log_every"] == 0 or step + 1 == steps
+            self._logging = (step + 1) % self.tcfg.log_every == 0 or step + 1 == steps
             self._run_stages(step, first=step == start)
             try:
                 logs = self._train_step(step, batches)
@@ -404,18 +403,18 @@ class Trainer:
             if self._logging:
                 logs = {**logs, **self._grad_logs}
                 now = time.time()
-                rate = self.tcfg["log_every"] / max(now - last, 1e-9)
+                rate = self.tcfg.log_every / max(now - last, 1e-9)
                 last = now
                 record = {**self._mean_over_ranks(logs),
                           **{f"grad_norm/{k}": float(v) for k, v in self._grad_norms.items() if v is not None},
-                          "lr": self._lr(), "samples_per_s": rate * self.tcfg["batch_size"], **self.health.summary()}
+                          "lr": self._lr(), "samples_per_s": rate * self.tcfg.batch_size, **self.health.summary()}
                 history.append({"step": done, **record})
                 logger.log(done, record)
                 self.health.enforce()   # stop (or warn) on nan/inf, after the record is written
                 bar.set_postfix({**{k: f"{record[k]:.4g}" for k in list(logs)[:3]},
                                  "samples/s": f"{record['samples_per_s']:.0f}"})
             bar.update(1)
-            every = self.tcfg["checkpoint_every"]
+            every = self.tcfg.checkpoint_every
             if every and done % every == 0 and done < steps:
                 self.health.enforce()   # a non-finite state is never saved
                 self._save(ckpt_root, done)
@@ -447,14 +446,14 @@ class Trainer:
 
     def _save(self, root: Path, step: int) -> None:
         checkpoint.save(root, step, self.engines, self.emas,
-                        {"config_hash": self.hash, "config": self.cfg}, self.tcfg["keep_checkpoints"],
+                        {"config_hash": self.hash, "config": self.cfg.as_dict()}, self.tcfg.keep_checkpoints,
                         self._frozen_checkpointed())
 
     def _export(self) -> Path:
         role = self.method.student_role
         use_ema = role in self.emas
         src = self.emas[role] if use_ema else self._module(role)
-        with zero3_gather(src, self.tcfg["zero_stage"] == 3 and not use_ema):
+        with zero3_gather(src, self.tcfg.zero_stage == 3 and not use_ema):
             if dist.is_main():
                 save_student(src, self.cfg, self.run_dir, used_ema=use_ema)
                 self.method.finalize(src, self.run_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -13,6 +13,9 @@ from tqdm import tqdm
 
 from core.errors import UserError
 from core.interfaces import EvalData, Samples, Teacher
+
+if TYPE_CHECKING:
+    from core.config import RunConfig
 
 DEFAULT_METRICS = ("frechet", "inception_score", "prdc", "accuracy")
 
@@ -123,16 +126,14 @@ def evaluate_models(models: list[tuple[str, int, Callable]], teacher: Teacher, e
     return rows, samples
 
 
-def write_results(path: Path, rows: list[dict], resolved: dict, extra: Optional[dict] = None) -> Path:
+def write_results(path: Path, rows: list[dict], run: "RunConfig", extra: Optional[dict] = None) -> Path:
     from benchmarks.results import plugins_used
-    from core.config import config_hash
     from core.export import versions
     from core.checkpoint import atomic_write_text
     from core.health import finite_json
-    plugins = {f"{i.kind}={i.name}": f"{i.distribution} {i.version}" for i in plugins_used(resolved)}
-    payload = {"config": resolved, "config_hash": config_hash(resolved), "seed": resolved["eval"]["seed"],
-               "train_seed": resolved["trainer"]["seed"], "versions": versions(), "plugins": plugins, "rows": rows,
-               **(extra or {})}
+    plugins = {f"{i.kind}={i.name}": f"{i.distribution} {i.version}" for i in plugins_used(run)}
+    payload = {"config": run.as_dict(), "config_hash": run.hash, "seed": run.eval.seed, "train_seed": run.trainer.seed,
+               "versions": versions(), "plugins": plugins, "rows": rows, **(extra or {})}
     atomic_write_text(path, json.dumps(finite_json(payload), indent=1, allow_nan=False))   # nan -> null
     return path
 
@@ -195,7 +196,7 @@ def evaluate_command(args: list[str]) -> int:
     """Score a trained student with an evaluator plugin; the records (``benchmarks.results`` schema, one per
     student step count) go to a new ``evaluation-N.json`` beside the run's results, never over an old file."""
     from benchmarks import results
-    from core.config import EvalConfig, config_hash, merge, validate
+    from core.config import EvalConfig, merge, validate
     from core.distributed import compute_device
     from core.errors import check_writable_dir
     from core.export import load_student, student_weights
@@ -212,7 +213,8 @@ def evaluate_command(args: list[str]) -> int:
     method, teacher, net, resolved = load_student(options["checkpoint"], device)
     ev = validate(EvalConfig, merge(resolved["eval"], user.get("eval", {})), "eval")
     ev["metrics"] = metrics_for(type(teacher), ev["metrics"])
-    resolved = {**resolved, "eval": ev}
+    resolved = resolved.updated({"eval": ev})
+    ev = resolved["eval"]
     identity = {"evaluate": str(weights.name), "student_sha256": results.file_sha256(weights),
                 "evaluator": section, **evaluator.identity()}
     records, rows = [], []
@@ -226,7 +228,7 @@ def evaluate_command(args: list[str]) -> int:
         fields = results.scored(per_seed, tokens, ev["metrics"], evaluator.higher_is_better)
         records.append(results.new_record(
             entry, resolved, device, (("evaluator", section["name"]),),
-            config_hash=results.entry_hash(resolved, {**identity, "steps": k}), train_config_hash=config_hash(resolved),
+            config_hash=results.entry_hash(resolved, {**identity, "steps": k}), train_config_hash=resolved.hash,
             teacher_sha256=results.teacher_sha256(teacher), seeds={"train": resolved["trainer"]["seed"],
                                                                    "sample": [ev["seed"]]},
             wall_time_s=time.perf_counter() - t0, train_time_s=None, num_samples=n, **fields))

@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from core.config import format_validation_error
+from core.config import RunConfig, format_validation_error
 from core.errors import UserError
 
 
@@ -38,7 +38,7 @@ class SearchOptions(BaseModel):
     batch_size: int = Field(64, gt=0, description="conditions searched together")
 
 
-def build_search(name: str, values: dict, resolved: dict):
+def build_search(name: str, values: dict, resolved: RunConfig):
     """The search plugin ``name`` with ``values``; rewards default to the run's method.rewards, else the
     classifier."""
     from pydantic import ValidationError
@@ -60,7 +60,7 @@ def _batched(search, method, net, teacher, cond: Tensor, batch: int, temperature
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out]), time.perf_counter() - t0
 
 
-def run_tteo(opts: SearchOptions, method, teacher, net, resolved: dict, cond: Tensor, seed: int):
+def run_tteo(opts: SearchOptions, method, teacher, net, resolved: RunConfig, cond: Tensor, seed: int):
     """TTEO tokens for ``cond`` and, with ``compare``, the comparison record (rewards and wall times)."""
     if "init" not in getattr(method, "plugins", {}) or not hasattr(net, "embed_tokens"):
         raise UserError(f"tteo needs a one-step student with an init plugin (dimo, soft_dimo); this run's "

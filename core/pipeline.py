@@ -2,30 +2,29 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import shutil
 from pathlib import Path
 
 from core import distributed as dist
-from core.config import resolve_dict
+from core.config import RunConfig, resolve_dict
 from core.engine import Trainer, run_dir_for
 from core.evaluate import evaluate_models, format_table, write_results
-from core.export import load_student
+from core.export import load_student_network, student_weights
 from core.factory import build_method
+from core.interfaces import Method, Teacher
 
 
-def pretrain_teacher_if_needed(resolved: dict) -> None:
+def pretrain_teacher_if_needed(run: RunConfig, method: Method, teacher: Teacher) -> None:
     """Embedded teachers without cached weights are pre-trained with ``mdm`` first (same process)."""
-    method, teacher = build_method(resolved)
     if not method.needs_teacher_weights or teacher.has_weights():
         return
     if dist.is_main():
-        print(f"dimo: no pre-trained {resolved['teacher']['name']} teacher cached; pre-training it with method=mdm")
-    pre = resolve_dict({"method": {"name": "mdm"}, "teacher": copy.deepcopy(resolved["teacher"]),
-                        "trainer": {"seed": resolved["trainer"]["seed"], "zero_stage": resolved["trainer"]["zero_stage"],
-                                    "wandb": resolved["trainer"]["wandb"], "progress": resolved["trainer"]["progress"]},
-                        "eval": {"enabled": False}})
-    main_job(pre)
+        print(f"dimo: no pre-trained {run.plugin('teacher').name} teacher cached; pre-training it with method=mdm")
+    t = run.trainer
+    main_job(resolve_dict({"method": {"name": "mdm"}, "teacher": run["teacher"],
+                           "trainer": {"seed": t.seed, "zero_stage": t.zero_stage, "wandb": t.wandb,
+                                       "progress": t.progress},
+                           "eval": {"enabled": False}}))
 
 
 # What a run writes before its first step; a folder holding nothing else records no work.
@@ -50,15 +49,17 @@ def no_empty_run_dir(run_dir: Path):
         raise
 
 
-def main_job(resolved: dict) -> dict:
-    pretrain_teacher_if_needed(resolved)
-    with no_empty_run_dir(run_dir_for(resolved)):
-        result = Trainer(resolved).train()
+def main_job(run: RunConfig) -> dict:
+    """Pre-train the teacher if needed, train, evaluate: the run's method and teacher are built once for all."""
+    method, teacher = build_method(run)
+    pretrain_teacher_if_needed(run, method, teacher)
+    with no_empty_run_dir(run_dir_for(run)):
+        result = Trainer(run, built=(method, teacher)).train()
     summary = {"run_dir": str(result.run_dir), "train_seconds": result.seconds}
     if dist.is_main():
         print(f"dimo: trained in {result.seconds:.0f} s; run folder {result.run_dir}")
-    if resolved["eval"]["enabled"] and dist.is_main():
-        summary["rows"] = evaluate_run(resolved, result.run_dir)
+    if run.eval.enabled and dist.is_main():
+        summary["rows"] = evaluate_run(run, result.run_dir, method, teacher)
     dist.barrier()
     return summary
 
@@ -73,12 +74,13 @@ def conditions_record(teacher) -> dict:
     return {"prompts": list(prompts), "null_prompt": teacher.captions(teacher.null_condition(cond[:1]))[0]}
 
 
-def evaluate_run(resolved: dict, run_dir: Path) -> list[dict]:
-    device = dist.compute_device(resolved["trainer"]["device"])
-    method, teacher, student, _ = load_student(str(run_dir), device)
+def evaluate_run(run: RunConfig, run_dir: Path, method: Method, teacher: Teacher) -> list[dict]:
+    """Score the student the run wrote (``student.safetensors``) and the teacher, per ``run.eval``."""
     if teacher.evaluator() is None:
         return []
-    eval_cfg = resolved["eval"]
+    device = dist.compute_device(run.trainer.device)
+    student = load_student_network(method, student_weights(str(run_dir)), run, device)
+    eval_cfg = run["eval"]
     sampler = method.plugins.get("sampler")
     models = []
     if method.needs_teacher_weights:   # a distilled student: compare against its teacher at k steps
@@ -89,10 +91,10 @@ def evaluate_run(resolved: dict, run_dir: Path) -> list[dict]:
             models.append(("student", k, lambda c, g, k=k: method.generate(student, c, g, steps=k)))
     else:                              # a trained teacher: its own samples at k steps
         for k in eval_cfg["teacher_steps"]:
-            models.append((resolved["method"]["name"], k,
+            models.append((run.plugin("method").name, k,
                            lambda c, g, k=k: method.generate(student, c, g, steps=k)))
     rows, samples = evaluate_models(models, teacher, eval_cfg, run_dir)
-    path = write_results(run_dir / "results.json", rows, resolved, conditions_record(teacher))
+    path = write_results(run_dir / "results.json", rows, run, conditions_record(teacher))
     print(format_table(rows))
     print(f"dimo: results in {path}")
     if method.needs_teacher_weights and "teacher@16" in samples:

@@ -2,7 +2,6 @@
 AmusedPipeline, soft embeddings and soft decoding, and Di[M]O / Soft-Di[M]O end to end through the real engine
 (random tiny weights written by the tests; nothing is downloaded)."""
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -19,7 +19,7 @@ from core.run import main
 RESOLVE_CASES = [
     # evaluation settings: checked at resolve time, not after the training
     (["eval.metrics=[uniq]"], ["eval.metrics", "unknown metric 'uniq'", "accuracy", "frechet"]),
-    (["eval.metrics=[frechet, fid]"], ["eval.metrics", "unknown metric 'fid'"]),
+    (["eval.metrics=[frechet, fdi]"], ["eval.metrics", "unknown metric 'fdi'"]),
     (["eval.metrics=accuracy"], ["eval.metrics", "valid list"]),
     (["eval.teacher_steps=[0]"], ["eval.teacher_steps.0", "greater than 0", "0"]),
     (["eval.teacher_steps=[4, -1]"], ["eval.teacher_steps.1", "greater than 0", "-1"]),
@@ -314,7 +314,7 @@ def test_student_of_another_shape_names_tensor_and_shapes(tmp_path):
     cls, cfg = section_config(small, "teacher")
     save_file(cls(cfg).build_network(load_weights=False).state_dict(), str(tmp_path / "student.safetensors"))
     card = resolve(["teacher.arch.dim=16", "teacher.arch.heads=2", "teacher.arch.depth=1"])
-    (tmp_path / "student.json").write_text(json.dumps({"config": card}))
+    (tmp_path / "student.json").write_text(json.dumps({"config": card.as_dict()}))
     with pytest.raises(UserError) as exc:
         load_student(str(tmp_path))
     msg = str(exc.value)

@@ -61,3 +61,45 @@ def test_hash_ignores_bookkeeping_and_tracks_results_relevant_fields():
 
 def test_parse_value_keeps_scalars_as_strings():
     assert parse_value("007") == "007" and parse_value("[1,2]") == [1, 2] and parse_value("null") is None
+
+
+def test_a_run_config_is_typed_once_and_reads_as_its_json_view():
+    from core.config import RunConfig, TrainerConfig
+    from plugins.divergences import ReverseKL as RKL
+    run = resolve(["divergence=rkl", "trainer.steps=7", "method.cfg_scale=2"])
+    assert isinstance(run, RunConfig) and isinstance(run.trainer, TrainerConfig) and run.trainer.steps == 7
+    div = run.plugin("divergence")
+    assert div.name == "rkl" and div.cls is RKL and isinstance(div.config, RKL.Config)
+    assert run.plugin("method").config.cfg_scale == 2.0 == run["method"]["cfg_scale"]
+    assert list(run)[:4] == ["trainer", "eval", "teacher", "method"] and run.name == "dimo-digits"
+    assert run.hash == config_hash(run) == config_hash(run.as_dict())
+
+
+def test_a_changed_run_is_resolved_and_checked_again():
+    run = resolve(["trainer.steps=7"])
+    changed = run.updated({"trainer": {"steps": 9}, "method": {"cfg_scale": 3}})
+    assert (changed.trainer.steps, changed.plugin("method").config.cfg_scale) == (9, 3.0)
+    assert run.trainer.steps == 7 and changed.hash != run.hash           # the original is unchanged
+    copy = run.as_dict()
+    copy["trainer"]["steps"] = 1                                       # a copy: the run's view is not touched
+    assert run["trainer"]["steps"] == 7
+    with pytest.raises(UserError, match="trainer.steps"):
+        run.updated({"trainer": {"steps": -1}})
+
+
+def test_the_main_job_builds_its_method_and_teacher_once(tiny_teacher, tmp_path, monkeypatch):
+    """Pre-training check, training and evaluation share one build (issue 12: build once per run)."""
+    from conftest import TINY
+    from core import factory, pipeline
+    builds = []
+
+    def counting(run, teacher=None):
+        builds.append(run.name)
+        return factory.build_method(run, teacher)
+    monkeypatch.setattr(pipeline, "build_method", counting)
+    monkeypatch.setattr("core.engine.build_method", counting)
+    monkeypatch.setattr("core.export.build_method", counting)
+    summary = pipeline.main_job(resolve([*TINY, "method=dimo", "trainer.steps=1", "trainer.batch_size=4",
+                                         "eval.enabled=true", "eval.samples_per_class=2", "eval.teacher_steps=[1]",
+                                         f"trainer.output_dir={tmp_path}"]))
+    assert builds == ["dimo-digits"] and summary["rows"]

@@ -296,7 +296,6 @@ def test_step_operations_follow_the_scheduler(folder, steps):
 
 
 def test_the_recipe_clamps_the_forward_ratio_as_the_official_code():
-    from core.config import resolve
     from plugins.teachers.meissonic.schedule import CosineClamped
     s = CosineClamped(CosineClamped.Config())
     r = s.sample_ratio(20000, torch.Generator().manual_seed(0))

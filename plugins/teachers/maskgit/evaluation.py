@@ -262,9 +262,8 @@ def fid_command(args: list[str]) -> dict:
     print(json.dumps(summary, indent=1))
     if out_path:
         from core.checkpoint import atomic_write_text
-        from core.config import config_hash
         from core.export import versions
-        payload = {"config": resolved, "config_hash": config_hash(resolved), "versions": versions(), **summary}
+        payload = {"config": resolved.as_dict(), "config_hash": resolved.hash, "versions": versions(), **summary}
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(out_path), json.dumps(payload, indent=1))
     return summary
