@@ -263,6 +263,49 @@ def test_mask2former_checkpoint_is_checked_before_loading(monkeypatch, tmp_path)
         build_detector(GenEvalConfig(checkpoint=str(ckpt)), torch.device("cpu"))
 
 
+def test_mask2former_adapter_drives_mmdet(monkeypatch, tmp_path):
+    """The adapter with a stand-in mmdet: the config found in the installed package's .mim/configs, the checkpoint
+    and device handed to init_detector, the image handed over as BGR, the 2.x result read per class name."""
+    import sys
+    import types
+
+    from plugins.geneval import build_detector
+    from plugins.geneval.config import MASK2FORMER
+    root = tmp_path / "site" / "mmdet"
+    config = root / ".mim" / "configs" / "mask2former" / f"{MASK2FORMER}.py"
+    config.parent.mkdir(parents=True)
+    config.write_text("# mmdet config\n")
+    ckpt = tmp_path / f"{MASK2FORMER}.pth"
+    ckpt.write_bytes(b"weights")
+    calls = {}
+
+    def init_detector(cfg, checkpoint, device):
+        calls["init"] = (cfg, checkpoint, device)
+        return "model"
+
+    def inference_detector(model, image):
+        calls["image"] = image
+        bbox = [np.zeros((0, 5), np.float32) for _ in range(80)]
+        bbox[15] = np.array([[1, 1, 3, 3, 0.8]], np.float32)              # class 15: cat
+        return bbox, [[np.ones((4, 4), bool)] if c == 15 else [] for c in range(80)]
+    fake, apis = types.ModuleType("mmdet"), types.ModuleType("mmdet.apis")
+    fake.__file__ = str(root / "__init__.py")
+    apis.init_detector, apis.inference_detector = init_detector, inference_detector
+    monkeypatch.setitem(sys.modules, "mmdet", fake)
+    monkeypatch.setitem(sys.modules, "mmdet.apis", apis)
+    detector = build_detector(GenEvalConfig(checkpoint=str(ckpt)), torch.device("cpu"))
+    assert calls["init"] == (str(config), str(ckpt), "cpu")
+    image = np.zeros((4, 4, 3), np.uint8)
+    image[..., 0] = 255                                                    # red in RGB
+    (found,) = detector.detect(image)
+    assert (calls["image"][..., 2] == 255).all() and (calls["image"][..., 0] == 0).all()   # BGR
+    assert found.label == "cat" and found.score == pytest.approx(0.8) and found.mask.all()
+    explicit = tmp_path / "my_config.py"
+    explicit.write_text("")
+    build_detector(GenEvalConfig(checkpoint=str(ckpt), mmdet_config=str(explicit)), torch.device("cpu"))
+    assert calls["init"][0] == str(explicit)
+
+
 def test_mmdet_results_become_detections():
     from types import SimpleNamespace
 
