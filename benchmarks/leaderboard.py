@@ -34,6 +34,11 @@ METRICS = {
     "transition_valid": ("Valid trans.", "share of transitions possible under the true chain (exact)"),
     "nll": ("NLL/token", "negative log-likelihood per token under the true distribution (exact; impossible "
                          "transitions charged at the floor probability)"),
+    "teacher_nll": ("NLL/letter (teacher)", "words: nats per letter under the teacher, its exact negative ELBO (the "
+                                            "NLL averaged over all orders of revealing the letters)"),
+    "attribute": ("Attr.", "words: share of samples with the searched rare property (default: a 'z')"),
+    "attribute_valid": ("Attr. & valid", "words: share of samples that are words of the list with the rare "
+                                         "property (what the word_attribute reward asks for)"),
     "distinct": ("Distinct", "share of distinct sequences among the samples (diversity)"),
     "bigram_tv": ("Bigram TV", "total variation between sampled and true transition frequencies"),
     "ngram_tv": ("n-gram TV", "total variation between the character n-gram frequencies of the samples and of the "

@@ -10,11 +10,15 @@ differentiable in the images. Reward networks are frozen: gradients reach the im
 * ``pickscore``: PickScore v1 (a CLIP-H fine-tuned on Pick-a-Pic; logit_scale * cosine).
 * ``hps``: HPS v2.1 (open_clip ViT-H-14 with the HPS v2.1 weights; cosine, as ``hpsv2.score``).
 
+* ``word_attribute``: (teacher=words) log-probability that the letters, drawn independently from the soft
+  per-position distributions, spell a word of the list with a rare property (a letter such as 'z', a suffix).
+
 Text rewards read captions from ``teacher.captions(cond)``. Weights come from a local file/folder or the hub
 cache; offline and missing, they fail with a UserError naming the field and the file.
 """
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional
 
 import torch
@@ -235,6 +239,65 @@ class HPSReward(ContrastiveReward):
         return self.model.encode_text(self.tokenizer(captions).to(device))
 
 
+class WordAttributeReward(Reward):
+    """teacher=words: log P(the word drawn letter by letter from the decoded distributions is in the list, has the
+    class's length and the attribute), exactly: log sum_{w in T_c} prod_l p_l(w_l) over the target words T_c of
+    the class (``valid: false``: log P(attribute) alone, letters independent). A hard sample scores 0 when it hits
+    and log(floor) otherwise; soft codes get a gradient toward the target words the generator already half-spells."""
+
+    class Config(PluginConfig):
+        letters: str = Field("z", pattern=r"^[a-z]*$", description="the word must contain one of these letters "
+                                                                    "(empty: no letter condition)")
+        suffix: str = Field("", pattern=r"^[a-z]*$", description="the word must end with this suffix (empty: any)")
+        valid: bool = Field(True, description="true: the letters must also spell a word of the list (exact sum over "
+                                              "the list's target words); false: the attribute alone")
+        floor: float = Field(1e-9, gt=0, lt=1, description="probability floor inside the log (a miss scores "
+                                                           "log(floor))")
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._targets: dict = {}
+
+    def targets(self, teacher, cls: int) -> Tensor:
+        """``[T, L]`` token rows of the list's words of class ``cls`` that have the attribute."""
+        if cls not in self._targets:
+            from plugins.teachers.words import has_attribute
+            rows = teacher.words.tokens[cls]
+            keep = has_attribute(teacher.words.by_class[cls], self.config.letters, self.config.suffix)
+            self._targets[cls] = rows[keep]
+        return self._targets[cls]
+
+    def __call__(self, images: Tensor, cond: Tensor, teacher) -> Tensor:
+        from plugins.teachers.words import LETTERS, WordsTeacher
+        if not isinstance(teacher, WordsTeacher):
+            raise UserError(f"reward 'word_attribute' scores words of teacher=words only, not {type(teacher).__name__}")
+        c = self.config
+        logp = WordsTeacher.letter_probs(images.float()).clamp(min=1e-30).log()     # [B, L, V]
+        cond = cond.long().view(-1).to(images.device)
+        out = torch.full((len(cond),), float("-inf"), device=images.device)
+        if c.valid:
+            for cls in cond.unique().tolist():
+                rows = cond == cls
+                target = self.targets(teacher, cls).to(images.device)                # [T, L]
+                if not len(target):
+                    continue
+                lp = logp[rows]                                                      # [b, L, V]
+                per_letter = lp[:, torch.arange(target.shape[1], device=images.device)[None], target]   # [b, T, L]
+                out[rows] = torch.logsumexp(per_letter.sum(-1), dim=-1)
+        else:
+            letters = torch.tensor([LETTERS.index(ch) for ch in c.letters], device=images.device, dtype=torch.long)
+            out = torch.zeros(len(cond), device=images.device)
+            if len(letters):      # P(some position shows one of the letters) = 1 - prod_l (1 - p_l(letters))
+                p_any = logp.exp()[..., letters].sum(-1).clamp(max=1 - 1e-7)
+                out = out + torch.log1p(-torch.exp(torch.log1p(-p_any).sum(-1))).clamp(min=-1e4)
+            if c.suffix:          # the suffix ends at the class's word length
+                ends = teacher.config.min_length + cond
+                for i, ch in enumerate(reversed(c.suffix)):
+                    pos = (ends - 1 - i).clamp(min=0)
+                    out = out + logp[torch.arange(len(cond), device=images.device), pos, LETTERS.index(ch)]
+        return torch.logaddexp(out, torch.full_like(out, math.log(c.floor)))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Composition: sum_i lambda_i R_i (Soft-Di[M]O's reward loss, test-time search)
 # ---------------------------------------------------------------------------------------------------
@@ -277,3 +340,4 @@ def dimo_register(register):
     register("reward", "clip", HFClipReward)
     register("reward", "pickscore", PickScoreReward)
     register("reward", "hps", HPSReward)
+    register("reward", "word_attribute", WordAttributeReward)

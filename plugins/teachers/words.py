@@ -5,8 +5,15 @@ A sequence is one word of ``min_length``..``length`` lowercase letters, padded w
 tokens (vocabulary: 26 letters and the pad); the class is the word's length. The data are every word of the
 list with such a length, equally likely within a class. The exact metrics (metric plugin ``words``) score
 samples against the list: the share of valid words (in the list, with the class's length), the total
-variation between the character n-gram frequencies of the samples and of the list, and the share of
-distinct samples.
+variation between the character n-gram frequencies of the samples and of the list, the share of
+distinct samples, and the per-letter NLL of the samples under the teacher (its exact negative ELBO: the mean
+over all 2^L - 1 mask patterns, i.e. the NLL averaged over the teacher's any-order autoregressive
+factorisations). Metric plugin ``word_attribute`` counts a rare word property (a letter such as 'z', a suffix),
+the target of the ``word_attribute`` reward (plugins/rewards.py) in the test-time search rows.
+
+A word decodes to a one-hot picture of 27 rows (letters and pad) by L columns (positions); the generator's soft
+codes decode to the same picture with the letter probabilities as grey levels, so rewards read the per-position
+letter distribution exactly.
 
 Why it is hard for few-step sampling, as markov: letters drawn independently from their per-position
 marginals rarely spell a word; revealing a few letters per step gives the teacher the context it needs.
@@ -88,14 +95,14 @@ class WordsTeacher(CachedTransformerTeacher):
 
     Config = WordsConfig
     task, weights_file = "words", "words_teacher.safetensors"
-    exact_metrics = ("words",)
+    exact_metrics = ("words", "word_attribute")
     recipe = "words"   # plugins/recipes/words/*.yaml
 
     def __init__(self, config: WordsConfig):
         super().__init__(config)
         self.seq_len, self.vocab_size, self.mask_id = config.length, len(ALPHABET), len(ALPHABET)
         self.num_classes = config.length - config.min_length + 1
-        self.image_shape = (1, 1, config.length)
+        self.image_shape = (1, len(ALPHABET), config.length)   # one-hot picture: letters x positions
         self.words = WordList(config.source, config.min_length, config.length)   # both lists have every length
 
     def identity(self) -> str:
@@ -114,12 +121,30 @@ class WordsTeacher(CachedTransformerTeacher):
         return torch.cat(self.words.tokens), torch.cat(labels)
 
     def decode(self, tokens: Tensor) -> Tensor:
-        """A word as a 1 x L grey strip (for sample grids); ``spell`` gives the text."""
-        return (tokens.clamp(0, self.vocab_size - 1).float() / (self.vocab_size - 1)).view(-1, *self.image_shape)
+        """A word as a one-hot 27 x L picture (row = letter or pad, column = position); ``spell`` gives the text."""
+        onehot = torch.nn.functional.one_hot(tokens.long().clamp(0, self.vocab_size - 1), self.vocab_size).float()
+        return onehot.transpose(1, 2).reshape(-1, *self.image_shape)
 
     def decode_soft(self, probs: Tensor) -> Tensor:
-        levels = torch.linspace(0, 1, self.vocab_size, device=probs.device, dtype=probs.dtype)
-        return (probs @ levels).view(-1, *self.image_shape)
+        """``[B, L, 27]`` letter distributions -> the same picture with probabilities as grey levels (exactly
+        ``decode`` for one-hot rows; rewards read the distributions back with ``letter_probs``)."""
+        return probs.transpose(1, 2).reshape(-1, *self.image_shape)
+
+    @staticmethod
+    def letter_probs(images: Tensor) -> Tensor:
+        """Pictures of ``decode``/``decode_soft`` -> ``[B, L, 27]`` per-position letter distributions."""
+        if images.dim() != 4 or images.shape[1] != 1 or images.shape[2] != len(ALPHABET):
+            raise UserError(f"expected word pictures [B, 1, {len(ALPHABET)}, L] (teacher=words decode), got "
+                            f"{tuple(images.shape)}")
+        return images[:, 0].transpose(1, 2)
+
+    def scoring_network(self):
+        """The teacher network in eval mode for the NLL metric (built once), or None without cached weights."""
+        if getattr(self, "_scoring_net", None) is None:
+            if not self.has_weights():
+                return None
+            self._scoring_net = self.build_network(load_weights=True).eval().requires_grad_(False)
+        return self._scoring_net
 
     @staticmethod
     def spell(tokens: Tensor) -> list[str]:
@@ -133,10 +158,38 @@ class WordsMetricConfig(PluginConfig):
     n: int = Field(2, ge=1, le=4, description="character n-gram order of ngram_tv (pad included)")
 
 
+def teacher_nll(network, tokens: Tensor, labels: Tensor, mask_id: int, batch: int = 16384) -> Tensor:
+    """``[N]`` the teacher's exact negative ELBO of each sequence, per token: for every nonempty set M of masked
+    positions (all 2^L - 1), -sum_{j in M} log p(x_j | x outside M, c) / |M|, averaged over the sets of each
+    size and summed over the sizes, divided by L. This is the NLL averaged over the L! orders in which an
+    any-order autoregressive reading of the teacher can reveal the sequence (conditional, no guidance)."""
+    n, length = tokens.shape
+    masks = [torch.tensor([(m >> i) & 1 for i in range(length)], dtype=torch.bool) for m in range(1, 2 ** length)]
+    masks = torch.stack(masks)                                   # [2^L - 1, L]
+    sizes = masks.sum(1)
+    count = torch.bincount(sizes, minlength=length + 1).double()  # sets of each size
+    device = next(network.parameters()).device
+    total = torch.zeros(n, dtype=torch.float64)
+    per = max(1, batch // max(n, 1))
+    for start in range(0, len(masks), per):
+        m = masks[start:start + per]                             # [k, L]
+        k = len(m)
+        x = tokens[None].expand(k, n, length).clone()
+        x[m[:, None].expand(k, n, length)] = mask_id
+        with torch.no_grad():
+            logp = network(x.view(-1, length).to(device), labels.repeat(k).to(device)).float().log_softmax(-1)
+        picked = logp.gather(-1, tokens.repeat(k, 1).to(device)[..., None]).squeeze(-1).cpu().double()
+        picked = picked.view(k, n, length) * m[:, None].double()
+        weight = 1.0 / (sizes[start:start + per].double() * count[sizes[start:start + per]])   # [k]
+        total -= (picked.sum(-1) * weight[:, None]).sum(0)
+    return total / length
+
+
 class WordsMetrics(Metric):
-    """Exact quality of spelled words against the word list."""
+    """Exact quality of spelled words against the word list, and their NLL under the teacher (``teacher_nll``:
+    nats per letter, the teacher's exact negative ELBO, see ``teacher_nll``; left out when no teacher is cached)."""
     Config = WordsMetricConfig
-    higher_is_better = {"valid": True, "ngram_tv": False, "distinct": True}
+    higher_is_better = {"valid": True, "ngram_tv": False, "distinct": True, "teacher_nll": False}
 
     def compute(self, data: EvalData) -> dict[str, float]:
         ev = getattr(data, "evaluator", None)
@@ -152,11 +205,44 @@ class WordsMetrics(Metric):
                 diff = words.ngram_frequencies(own, n) - words.ngram_frequencies(words.tokens[c], n)
                 tv[c] = 0.5 * diff.abs().sum() * len(own) / len(tokens)
         keyed = torch.cat([labels[:, None], tokens], 1)
-        return {"valid": float(words.valid(tokens, labels).double().mean()), "ngram_tv": float(tv.sum()),
-                "distinct": keyed.unique(dim=0).shape[0] / keyed.shape[0]}
+        out = {"valid": float(words.valid(tokens, labels).double().mean()), "ngram_tv": float(tv.sum()),
+               "distinct": keyed.unique(dim=0).shape[0] / keyed.shape[0]}
+        net = teacher.scoring_network()
+        if net is not None:
+            out["teacher_nll"] = float(teacher_nll(net, tokens, labels, teacher.mask_id).mean())
+        return out
+
+
+def has_attribute(words: list[str], letters: str, suffix: str) -> Tensor:
+    """``[N]`` True where a word contains one of ``letters`` (any, when empty) and ends with ``suffix``."""
+    return torch.tensor([(not letters or any(ch in w for ch in letters)) and w.endswith(suffix) for w in words],
+                        dtype=torch.bool)
+
+
+class WordAttributeConfig(PluginConfig):
+    letters: str = Field("z", pattern=r"^[a-z]*$", description="the word must contain one of these letters "
+                                                                "(empty: no letter condition); 'z': 2.5% of the list")
+    suffix: str = Field("", pattern=r"^[a-z]*$", description="the word must end with this suffix (empty: any)")
+
+
+class WordAttribute(Metric):
+    """A rare word property (default: contains 'z'): ``attribute`` = share of samples that have it,
+    ``attribute_valid`` = share that have it and are words of the list (the ``word_attribute`` reward's target)."""
+    Config = WordAttributeConfig
+    higher_is_better = {"attribute": True, "attribute_valid": True}
+
+    def compute(self, data: EvalData) -> dict[str, float]:
+        teacher = getattr(getattr(data, "evaluator", None), "teacher", None)
+        if not isinstance(teacher, WordsTeacher) or data.samples is None or data.samples.tokens is None:
+            raise UserError("metric 'word_attribute' scores sequences of teacher=words only")
+        tokens, labels = data.samples.tokens.cpu().long(), data.samples.labels.cpu().long()
+        hit = has_attribute(teacher.spell(tokens), self.config.letters, self.config.suffix)
+        valid = teacher.words.valid(tokens, labels)
+        return {"attribute": float(hit.double().mean()), "attribute_valid": float((hit & valid).double().mean())}
 
 
 @hookimpl
 def dimo_register(register):
     register("teacher", "words", WordsTeacher)
     register("metric", "words", WordsMetrics)
+    register("metric", "word_attribute", WordAttribute)
