@@ -144,9 +144,120 @@ class TextFID(Metric):
         return {"fid": frechet_distance(*stats.result(), *reference)}
 
 
+# ---------------------------------------------------------------------------------------------------
+# a student (or the teacher) on another prompt set than its run's, and streamed FID on it
+# ---------------------------------------------------------------------------------------------------
+
+def prompted_model(opts: dict, core_args: list[str], teacher_changes: dict, device: torch.device):
+    """(generate(cond, g) -> tokens, teacher, run config, model name) of ``opts['model']`` (student: the run of
+    ``opts['checkpoint']``; teacher: that run's, or ``teacher=``/``teacher.*``/``sampler.*`` in ``core_args``,
+    sampled at ``opts['steps']``), with ``teacher_changes`` (e.g. ``{"prompts": {"source": "geneval"}}``) merged
+    into the teacher section. A condition is a prompt index and the text encoder runs per prompt, so the student's
+    weights do not depend on the prompt set it was distilled on."""
+    from core.config import merge, parse_overrides, resolve
+    from core.export import load_student_network, read_card
+    from core.factory import build_method
+    from plugins.teachers.maskgit.evaluation import _int
+    model = opts.pop("model", "student")
+    if model not in ("student", "teacher"):
+        raise UserError(f"model='{model}' is not one of: student, teacher")
+    steps = _int(opts, "steps", 16)
+    _, overrides = parse_overrides(core_args)
+    changes = merge(overrides, {"teacher": teacher_changes})
+    if "checkpoint" in opts:
+        weights, run = read_card(str(opts.pop("checkpoint")))
+        if "name" in changes["teacher"]:
+            raise UserError("teacher=: with checkpoint= the run's teacher is used (its fields may be refined)")
+    elif model == "teacher":
+        run = resolve(["method=dimo", *core_args])
+    else:
+        raise UserError("model=student needs checkpoint=<run folder>")
+    if not hasattr(run.plugin("teacher").config, "prompts"):
+        raise UserError(f"teacher '{run.plugin('teacher').name}' is not a text-to-image teacher (no prompt set)")
+    run = run.updated(changes)
+    method, teacher = build_method(run)
+    if model == "student":
+        net = load_student_network(method, weights, run, device)
+        return (lambda c, g: method.generate(net, c.to(device), g)), teacher, run, "student@1"
+    net = teacher.build_network(load_weights=True).to(device).eval().requires_grad_(False)
+    sampler = method.plugins["sampler"]
+    return (lambda c, g: sampler.sample(net, teacher, c.to(device), steps, g)), teacher, run, f"teacher@{steps}"
+
+
+def fid_command(args: list[str]) -> dict:
+    """``python -m plugins.t2i_metrics fid``: FID (and IS) of a student or teacher sampled on a prompt file,
+    streamed, against reference statistics."""
+    import json
+    import time
+
+    from core.cli import parse_kv
+    from plugins.teachers.maskgit.evaluation import (InceptionFeatures, _device, _int, load_reference_stats,
+                                                     score_images)
+    core = [a for a in args if a.split("=", 1)[0].split(".", 1)[0] in ("teacher", "sampler", "schedule")]
+    opts = parse_kv([a for a in args if a not in core], "checkpoint=runs/x prompts=captions.txt")
+    if "prompts" not in opts or "reference" not in opts:
+        raise UserError("fid needs prompts=<captions .txt/.json> and reference=<stats.npz> (mu, sigma of Inception "
+                        "pool features of the matching real images)")
+    prompts = {"source": str(opts.pop("prompts")), "limit": _int(opts, "limit", None) if "limit" in opts else None}
+    reference = str(opts.pop("reference"))
+    if not Path(reference).expanduser().is_file():
+        raise UserError(f"reference='{reference}' does not exist (the reference statistics .npz)")
+    ref = load_reference_stats(reference)
+    per_prompt, batch = _int(opts, "samples_per_prompt", 1), _int(opts, "batch_size", 50)
+    seed = _int(opts, "seed", 0, minimum=0)
+    weights, out = opts.pop("inception_weights", None), opts.pop("out", None)
+    device = _device(str(opts.pop("device", "auto")))
+    generate, teacher, run, model = prompted_model(opts, core, {"prompts": prompts}, device)
+    if opts:
+        raise UserError(f"unknown key(s): {', '.join(opts)}; valid: checkpoint, model, steps, prompts, limit, "
+                        f"reference, samples_per_prompt, batch_size, seed, inception_weights, device, out, "
+                        f"teacher.*, sampler.*")
+    extractor = InceptionFeatures(weights, device)
+    labels = torch.arange(teacher.num_classes).repeat_interleave(per_prompt)
+    torch.manual_seed(seed)
+    g, t0 = torch.Generator().manual_seed(seed), time.perf_counter()
+
+    def batches():
+        for chunk in labels.split(batch):
+            with torch.no_grad():
+                yield teacher.decode_with(generate(chunk, g), chunk).float()
+
+    result = score_images(batches(), extractor, ref)
+    summary = {"fid": result["fid"], "is": result["is"], "n": result["n"], "model": model, "prompts": prompts,
+               "reference": reference, "seed": seed, "seconds": time.perf_counter() - t0, "device": str(device)}
+    print(json.dumps(summary, indent=1))
+    if out:
+        from core.checkpoint import atomic_write_text
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out), json.dumps({**summary, "config": run.as_dict()}, indent=1))
+    return summary
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m plugins.t2i_metrics fid checkpoint=<run> prompts=<captions.txt> reference=<stats.npz>
+    [model=student|teacher] [steps=16] [limit=N] [samples_per_prompt=1] [batch_size=50] [seed=0]
+    [inception_weights=<file>] [device=auto] [out=<json>] [teacher.*=...] [sampler.*=...]``"""
+    import sys
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "fid":
+        print(main.__doc__)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        fid_command(argv[1:])
+    except UserError as exc:
+        print(f"dimo: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 @hookimpl
 def dimo_register(register):
     register("metric", "clip_score", ClipScore)
     register("metric", "hps", HPSv21)
     register("metric", "text_fid", TextFID)
     register("metric", "geneval", GenEval)
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

@@ -450,3 +450,76 @@ def test_geneval_on_a_tiny_teacher_end_to_end(scripted, clip_folder, tmp_path):
     assert 0 <= r["geneval"] <= 2 * (1 + others) / 6
     colors = teacher.evaluator()
     assert colors.geneval.clip == str(clip_folder)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the command line: a student sampled on the GenEval prompts, and the official folder layout
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny_student(tmp_path):
+    """A tiny aMUSEd teacher and a Di[M]O student checkpoint of it (the teacher's weights, not trained), distilled
+    on the built-in prompts: evaluation swaps in the GenEval prompts."""
+    pytest.importorskip("diffusers")
+    from test_amused import write_tiny_amused
+
+    from core.config import resolve
+    from core.export import save_student
+    from core.factory import build_method
+    folder = write_tiny_amused(tmp_path / "amused")
+    run = resolve(["method=dimo", "teacher=amused", f"teacher.checkpoint={folder}"])
+    method, _ = build_method(run)
+    (tmp_path / "run").mkdir()
+    save_student(method.student_network(), run, tmp_path / "run", False)
+    return folder, tmp_path / "run"
+
+
+def test_cli_evaluates_a_student_on_the_geneval_prompts_and_writes_the_official_layout(scripted, tiny_student,
+                                                                                        tmp_path):
+    import json
+
+    from plugins.geneval.run import evaluate_command, main, score_command
+    folder, run = tiny_student
+    first = geneval_metadata("single_object")[0]["include"][0]["class"]
+
+    class Everywhere(dict):   # whatever the image: one object of the first prompt's class
+        def get(self, key, default=None):
+            return [det(first, 0.9, (0, 0, 3, 3))]
+    scripted.script = Everywhere()
+    out = evaluate_command([f"checkpoint={run}", "tag=single_object", "limit=3", "samples_per_prompt=2",
+                            "batch_size=4", f"images={tmp_path / 'images'}", f"out={tmp_path / 'geneval.json'}",
+                            "teacher.eval_geneval.detector=scripted", "device=cpu"])
+    assert out["model"] == "student@1" and out["prompts"] == 3 and len(out["images"]) == 6
+    assert out["geneval"] == out["geneval_single_object"] == pytest.approx(2 / 6)   # the first prompt's 2 images
+    assert out["config"]["teacher"]["prompts"]["source"] == "geneval:single_object"
+    assert [r["correct"] for r in out["images"]] == [True, True, False, False, False, False]
+    assert out["images"][2]["reason"].startswith("expected ")
+    written = json.loads((tmp_path / "geneval.json").read_text())
+    assert written["geneval"] == out["geneval"] and len(written["images"]) == 6
+    # the official layout: <prompt>/metadata.jsonl and samples/<k>.png, which `score` (and GenEval's script) reads
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["00000", "00001", "00002"]
+    assert json.loads((tmp_path / "images" / "00001" / "metadata.jsonl").read_text()) == \
+        geneval_metadata("single_object")[1]
+    assert sorted(p.name for p in (tmp_path / "images" / "00000" / "samples").iterdir()) == ["0000.png", "0001.png"]
+    again = score_command([f"images={tmp_path / 'images'}", "geneval.detector=scripted", "device=cpu"])
+    assert again["geneval"] == out["geneval"] and again["images_scored"] == 6
+    assert [r["correct"] for r in again["images"]] == [r["correct"] for r in out["images"]]
+    # errors: a clear message and exit code 2
+    assert main(["evaluate", "tag=single_object"]) == 2                      # model=student needs checkpoint=
+    assert main(["evaluate", f"checkpoint={run}", "teacher=maskgen"]) == 2   # the run's teacher is fixed
+    assert main(["evaluate", f"checkpoint={run}", "colour=red"]) == 2
+    assert main(["score", f"images={tmp_path}"]) == 2                          # no official layout there
+    with pytest.raises(UserError, match="unknown GenEval tag|shapes"):
+        evaluate_command([f"checkpoint={run}", "tag=shapes"])
+
+
+def test_cli_teacher_rows_and_class_conditional_teachers(scripted, tiny_student):
+    from plugins.geneval.run import evaluate_command
+    folder, _ = tiny_student
+    scripted.script = {}
+    out = evaluate_command(["model=teacher", "teacher=amused", f"teacher.checkpoint={folder}", "steps=2",
+                            "tag=counting", "limit=1", "samples_per_prompt=1", "teacher.eval_geneval.detector=scripted",
+                            "device=cpu"])
+    assert out["model"] == "teacher@2" and out == {**out, "geneval": 0.0, "geneval_counting": 0.0}
+    with pytest.raises(UserError, match="not a text-to-image teacher"):
+        evaluate_command(["model=teacher", "teacher=digits", "limit=1"])

@@ -111,3 +111,38 @@ def test_inception_evaluator_samples_each_prompt_of_a_caption_file(folder, capti
     pool, _ = InceptionFeatures(str(inception_file))(images)
     expected = independent_fid(pool.numpy(), np.zeros(2048), np.eye(2048))
     assert per_seed[0]["fid"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_fid_command_samples_a_student_on_a_caption_file(folder, captions, inception_file, tmp_path):  # noqa: F811
+    """``python -m plugins.t2i_metrics fid``: a student distilled on the built-in prompts, sampled once per caption of
+    a COCO-style prompt file (its run's prompt set replaced), streamed FID against the user's statistics."""
+    import json
+
+    from core.config import resolve
+    from core.export import save_student
+    from core.factory import build_method
+    from plugins.t2i_metrics import fid_command, main, prompted_model
+    from plugins.teachers.maskgit.evaluation import InceptionFeatures
+    run = resolve(["method=dimo", "teacher=amused", f"teacher.checkpoint={folder}"])
+    method, _ = build_method(run)
+    (tmp_path / "run").mkdir()
+    save_student(method.student_network(), run, tmp_path / "run", False)
+    reference = tmp_path / "coco_stats.npz"
+    np.savez(reference, mu=np.full(2048, 0.1), sigma=np.eye(2048) * 2)
+    args = [f"checkpoint={tmp_path / 'run'}", f"prompts={captions}", f"reference={reference}", "samples_per_prompt=2",
+            "batch_size=4", f"inception_weights={inception_file}", "device=cpu", f"out={tmp_path / 'fid.json'}"]
+    out = fid_command(args)
+    assert out["model"] == "student@1" and out["n"] == 6 and out["prompts"]["source"] == str(captions)
+    assert json.loads((tmp_path / "fid.json").read_text())["config"]["teacher"]["prompts"]["source"] == str(captions)
+    # the same samples again (same seed, same batches), scored independently
+    generate, teacher, _, _ = prompted_model({"checkpoint": str(tmp_path / "run")}, [],
+                                             {"prompts": {"source": str(captions)}}, torch.device("cpu"))
+    assert teacher.prompt_set.prompts == CAPTIONS.split("\n")[:3]
+    torch.manual_seed(0)
+    g, labels = torch.Generator().manual_seed(0), torch.arange(3).repeat_interleave(2)
+    images = torch.cat([teacher.decode_with(generate(c, g), c).float() for c in labels.split(4)])
+    pool, _ = InceptionFeatures(str(inception_file))(images)
+    assert out["fid"] == pytest.approx(independent_fid(pool.numpy(), np.full(2048, 0.1), np.eye(2048) * 2), rel=1e-4)
+    assert main(["fid", f"checkpoint={tmp_path / 'run'}", f"prompts={captions}"]) == 2            # no reference
+    assert main(["fid", f"checkpoint={tmp_path / 'run'}", f"prompts={captions}",
+                 f"reference={tmp_path / 'none.npz'}"]) == 2

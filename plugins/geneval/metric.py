@@ -17,6 +17,28 @@ def thresholds(config: GenEvalConfig) -> Thresholds:
                       config.position_threshold)
 
 
+class GenEvalScorer:
+    """Judges images of GenEval prompts: the detector (built on first use), the CLIP colour classifier (built when
+    a colour is first asked), the official rules. ``judge(image uint8 [H, W, 3], metadata) -> (correct, reasons)``."""
+
+    def __init__(self, config: GenEvalConfig, clip_model: str, device: torch.device):
+        self.config, self.clip_model, self.device = config, clip_model, device
+        self.rules = thresholds(config)
+        self.detector = None
+        self.colors = None
+
+    def judge(self, image, metadata: dict) -> tuple[bool, list[str]]:
+        if self.detector is None:
+            self.detector = build_detector(self.config, self.device)
+
+        def colors_of(objects, name):
+            if self.colors is None:
+                self.colors = ClipColorClassifier(self.config.clip or self.clip_model, self.device,
+                                                  self.config.background)
+            return self.colors(image, objects, name)
+        return score_image(metadata, self.detector.detect(image), colors_of, self.rules)
+
+
 class GenEval(Metric):
     """GenEval (the official rules, plugins/geneval/rules.py) on the samples of the GenEval prompts
     (``teacher.prompts.source=geneval``): ``geneval_<tag>``, the share of correct images per tag, and ``geneval``,
@@ -34,24 +56,15 @@ class GenEval(Metric):
         if not metadata:
             raise UserError("the geneval metric needs the GenEval prompts: teacher.prompts.source=geneval "
                             "(or geneval:<tag>)")
-        config: GenEvalConfig = ev.geneval
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        # built once per evaluator (the detector is large): kept on it for the next seeds and models
-        if getattr(ev, "_geneval_detector", None) is None:
-            ev._geneval_detector = build_detector(config, device)
-        detector, rules = ev._geneval_detector, thresholds(config)
+        # kept on the evaluator (the detector is large): built once for every seed and model it scores
+        if getattr(ev, "_geneval", None) is None:
+            ev._geneval = GenEvalScorer(ev.geneval, ev.clip_model,
+                                        torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         images, labels = data.samples.images, data.samples.labels.reshape(-1).tolist()
         results = []
         for start in range(0, len(labels), self.config.batch_size):
             for image, label in zip(to_uint8(images[start: start + self.config.batch_size]),
                                     labels[start: start + self.config.batch_size]):
                 meta = metadata[int(label)]
-
-                def colors_of(objects, name, image=image):
-                    if getattr(ev, "_geneval_colors", None) is None:
-                        ev._geneval_colors = ClipColorClassifier(config.clip or ev.clip_model, device,
-                                                                 config.background)
-                    return ev._geneval_colors(image, objects, name)
-                correct, _ = score_image(meta, detector.detect(image), colors_of, rules)
-                results.append((meta["tag"], correct))
+                results.append((meta["tag"], ev._geneval.judge(image, meta)[0]))
         return summarize(results)
