@@ -34,6 +34,7 @@ from typing import Optional
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
+from benchmarks import results
 from core.checkpoint import atomic_write_text
 from core.errors import UserError
 from core.interfaces import EvalData, Samples
@@ -148,8 +149,8 @@ def main_job_valid(run: str) -> dict:
     path = Path(run) / "results.json"
     if not path.is_file():
         return {}
-    rows = json.loads(path.read_text())["rows"]
-    return {f"{r['model']}_{r['steps']}_steps": r["valid"] for r in rows if "valid" in r}
+    return {f"{r.entry.label}_{r.entry.steps}_steps": r.metrics["valid"] for r in results.read_records(path)
+            if "valid" in r.metrics}
 
 
 def targets(report: dict) -> dict:

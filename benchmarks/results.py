@@ -6,7 +6,8 @@ versions, git commit, every plugin used with the distribution and version that p
 and what came out (metric values under stable names, their spread over sampling seeds, and a hash of the
 generated samples). Leaderboards are rendered from these files only. A file with a missing or mistyped field is
 rejected with an error naming the field (``core.errors.UserError``). The benchmark runner writes one record per
-file; ``evaluate`` writes a list of records (one per student step count) to a new file per evaluation.
+file; a training run's evaluation writes a list of records (one per model and step count) to its ``results.json``,
+and ``evaluate`` one per student step count to a new ``evaluation-N.json``.
 """
 from __future__ import annotations
 
@@ -88,6 +89,8 @@ class Result(Strict):
     per_seed: list[dict[str, FiniteFloat]]
     higher_is_better: dict[str, bool]
     sample_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the generated tokens")
+    conditions: Optional[dict[str, Any]] = Field(
+        None, description="what the samples were conditioned on, when it is text: {prompts, null_prompt}")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Result":
@@ -146,6 +149,17 @@ def write(path: Path, data: dict | Result) -> Result:
 
 
 RECORDS = TypeAdapter(list[Result])
+
+
+def write_records(path: Path, records: list[dict]) -> Path:
+    """Validated records in ``path``, written atomically (a run's ``results.json``)."""
+    from core.checkpoint import atomic_write_text
+    try:
+        checked = RECORDS.validate_python(records)
+    except ValidationError as exc:
+        raise UserError(describe(exc, str(path))) from None
+    atomic_write_text(Path(path), RECORDS.dump_json(checked, indent=1).decode() + "\n")
+    return Path(path)
 
 
 def write_new_records(folder: Path, stem: str, records: list[dict]) -> Path:

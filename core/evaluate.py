@@ -2,7 +2,6 @@
 plugins in the task evaluator's feature space, written as JSON with a PNG grid per model."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
@@ -41,6 +40,12 @@ def sample_per_class(generate: Callable[[Tensor, torch.Generator], Tensor], teac
     return Samples(images=torch.cat(images), labels=labels, tokens=torch.cat(out)), seconds
 
 
+def scored_metrics(evaluator, metrics) -> tuple[str, ...]:
+    """The metric plugins an evaluation runs: a task with exact metrics scores those unless others are named."""
+    exact = tuple(evaluator.exact_metrics)
+    return exact if exact and tuple(metrics) == tuple(DEFAULT_METRICS) else tuple(metrics)
+
+
 class Scorer:
     """Holds the evaluator and the real features so that several models are scored against one reference."""
 
@@ -52,7 +57,7 @@ class Scorer:
         # A task whose distribution is known exactly scores sample tokens, with no image features.
         self.exact = tuple(self.evaluator.exact_metrics)
         if self.exact:
-            metrics = self.exact if tuple(metrics) == tuple(DEFAULT_METRICS) else tuple(metrics)
+            metrics = scored_metrics(self.evaluator, metrics)
             wrong = [m for m in metrics if m not in self.exact]
             if wrong:
                 raise UserError(f"eval.metrics: {wrong} need image features, which teacher "
@@ -126,16 +131,32 @@ def evaluate_models(models: list[tuple[str, int, Callable]], teacher: Teacher, e
     return rows, samples
 
 
-def write_results(path: Path, rows: list[dict], run: "RunConfig", extra: Optional[dict] = None) -> Path:
-    from benchmarks.results import plugins_used
-    from core.export import versions
-    from core.checkpoint import atomic_write_text
-    from core.health import finite_json
-    plugins = {f"{i.kind}={i.name}": f"{i.distribution} {i.version}" for i in plugins_used(run)}
-    payload = {"config": run.as_dict(), "config_hash": run.hash, "seed": run.eval.seed, "train_seed": run.trainer.seed,
-               "versions": versions(), "plugins": plugins, "rows": rows, **(extra or {})}
-    atomic_write_text(path, json.dumps(finite_json(payload), indent=1, allow_nan=False))   # nan -> null
-    return path
+def write_results(path: Path, rows: list[dict], samples: dict[str, Samples], run: "RunConfig", teacher: Teacher,
+                  device: torch.device, train_seconds: Optional[float] = None,
+                  conditions: Optional[dict] = None) -> Path:
+    """A training run's evaluation as records of the shared results schema (``benchmarks.results``), one per
+    evaluated model and step count; a metric that is not finite is left out of its record, with a message."""
+    from benchmarks import results
+    names = list(scored_metrics(teacher.evaluator(), run.eval.metrics))
+    teacher_sha = results.teacher_sha256(teacher)
+    records = []
+    for row in rows:
+        name, k = row["model"], row["steps"]
+        s = samples[f"{name}@{k}"]
+        student = name == "student"
+        entry = {"suite": None, "suite_version": None, "id": f"{name}-{k}step", "label": name,
+                 "group": "distillation" if student else "teacher", "teacher": run.plugin("teacher").name,
+                 "method": None if name == "teacher" else run.plugin("method").name,
+                 "sampler": run["sampler"]["name"] if name == "teacher" and "sampler" in run else None, "steps": k}
+        per_seed = [{m: v for m, v in row.items() if m not in ("model", "steps")}]
+        fields = results.scored(per_seed, [s.tokens], names, {"samples_per_s": True})
+        records.append(results.new_record(
+            entry, run, device, config_hash=results.entry_hash(run, {"id": entry["id"], "steps": k}),
+            train_config_hash=run.hash, teacher_sha256=teacher_sha,
+            seeds={"train": run.trainer.seed, "sample": [run.eval.seed]},
+            wall_time_s=len(s.labels) / row["samples_per_s"], train_time_s=train_seconds if student else None,
+            num_samples=len(s.labels), conditions=conditions or None, **fields))
+    return results.write_records(path, records)
 
 
 def metrics_for(teacher_cls, metrics=None) -> list[str]:

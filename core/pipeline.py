@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from pathlib import Path
+from typing import Optional
 
 from core import distributed as dist
 from core.config import RunConfig, resolve_dict
@@ -59,7 +60,7 @@ def main_job(run: RunConfig) -> dict:
     if dist.is_main():
         print(f"dimo: trained in {result.seconds:.0f} s; run folder {result.run_dir}")
     if run.eval.enabled and dist.is_main():
-        summary["rows"] = evaluate_run(run, result.run_dir, method, teacher)
+        summary["rows"] = evaluate_run(run, result.run_dir, method, teacher, result.seconds)
     dist.barrier()
     return summary
 
@@ -74,8 +75,10 @@ def conditions_record(teacher) -> dict:
     return {"prompts": list(prompts), "null_prompt": teacher.captions(teacher.null_condition(cond[:1]))[0]}
 
 
-def evaluate_run(run: RunConfig, run_dir: Path, method: Method, teacher: Teacher) -> list[dict]:
-    """Score the student the run wrote (``student.safetensors``) and the teacher, per ``run.eval``."""
+def evaluate_run(run: RunConfig, run_dir: Path, method: Method, teacher: Teacher,
+                 train_seconds: Optional[float] = None) -> list[dict]:
+    """Score the student the run wrote (``student.safetensors``) and the teacher, per ``run.eval``; the records
+    go to ``results.json`` (the shared results schema), the table to stdout."""
     if teacher.evaluator() is None:
         return []
     device = dist.compute_device(run.trainer.device)
@@ -94,7 +97,8 @@ def evaluate_run(run: RunConfig, run_dir: Path, method: Method, teacher: Teacher
             models.append((run.plugin("method").name, k,
                            lambda c, g, k=k: method.generate(student, c, g, steps=k)))
     rows, samples = evaluate_models(models, teacher, eval_cfg, run_dir)
-    path = write_results(run_dir / "results.json", rows, run, conditions_record(teacher))
+    path = write_results(run_dir / "results.json", rows, samples, run, teacher, device, train_seconds,
+                         conditions_record(teacher))
     print(format_table(rows))
     print(f"dimo: results in {path}")
     if method.needs_teacher_weights and "teacher@16" in samples:

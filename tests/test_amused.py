@@ -305,12 +305,12 @@ def test_core_run_dimo_and_soft_dimo_on_amused(tmp_path, folder, zero):
     # Di[M]O with the text-to-image evaluation: teacher at 2 steps and student at 1, CLIP score per prompt
     dimo_run = run_dimo(tmp_path / "dimo", folder, "dimo", zero, "eval.samples_per_class=1", "eval.teacher_steps=[2]",
                         f"teacher.eval_clip={clip}")
-    results = json.loads((dimo_run / "results.json").read_text())
-    assert results["prompts"] == list(BUILTIN_PROMPTS) and results["null_prompt"] == ""
+    from benchmarks.results import read_records
+    records = read_records(dimo_run / "results.json")
+    assert all(r.conditions == {"prompts": list(BUILTIN_PROMPTS), "null_prompt": ""} for r in records)
     assert (dimo_run / "samples_student_1step.png").is_file()   # prompts under their rows
-    rows = results["rows"]
-    assert [(r["model"], r["steps"]) for r in rows] == [("teacher", 2), ("student", 1)]
-    assert all(0 <= r["clip_score"] <= 100 for r in rows)
+    assert [(r.entry.label, r.entry.steps) for r in records] == [("teacher", 2), ("student", 1)]
+    assert all(0 <= r.metrics["clip_score"] <= 100 for r in records)
     soft_run = run_dimo(tmp_path / "soft", folder, "soft_dimo", zero, f"method.init_from={dimo_run}",
                         f"method.rewards=[{{name: clip, weight: 1.0, model: {clip}}}]", "eval.enabled=false")
     metrics = [json.loads(l) for l in (soft_run / "metrics.jsonl").read_text().splitlines() if l.strip()]

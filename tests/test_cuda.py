@@ -66,9 +66,10 @@ def test_main_job_generate_tteo_and_evaluate_on_cuda(tmp_path):
                   "trainer.batch_size=16", "eval.samples_per_class=12", "eval.teacher_steps=[1,4]",
                   "trainer.wandb=disabled", "trainer.progress=false", f"trainer.output_dir={run}", env=env)
     assert res.returncode == 0, res.stderr[-3000:]
-    rows = json.loads((run / "results.json").read_text())["rows"]
-    assert {(r["model"], r["steps"]) for r in rows} == {("teacher", 1), ("teacher", 4), ("student", 1)}
-    assert all(math.isfinite(r["fd"]) for r in rows)
+    from benchmarks.results import read_records
+    records = read_records(run / "results.json")
+    assert {(r.entry.label, r.entry.steps) for r in records} == {("teacher", 1), ("teacher", 4), ("student", 1)}
+    assert all(math.isfinite(r.metrics["fd"]) for r in records)
     out = tmp_path / "g.png"
     gen = run_cli("generate", f"checkpoint={run}", "n=2", f"out={out}", "tteo.seeds=2", "tteo.iters=1",
                   "tteo.rewards=[{name: classifier, form: log_odds}]", env=env)

@@ -86,12 +86,20 @@ def test_third_party_plugins_are_recorded_with_their_distribution_and_version(mo
 
 
 def test_training_results_record_their_plugins(tmp_path):
+    import torch
+
     from core.config import resolve
     from core.evaluate import write_results
-    resolved = resolve([*TINY, "method=dimo"])
-    payload = json.loads(write_results(tmp_path / "results.json", [], resolved).read_text())
-    assert payload["plugins"]["method=dimo"] == f"dimo {md.version('dimo')}"
-    assert set(payload["versions"]) >= {"dimo", "torch", "deepspeed"}
+    from core.factory import build_method
+    from core.interfaces import Samples
+    run = resolve([*TINY, "method=dimo"])
+    _, teacher = build_method(run)
+    samples = {"student@1": Samples(images=torch.zeros(1, 1, 8, 8), labels=torch.zeros(1), tokens=torch.zeros(1, 3))}
+    path = write_results(tmp_path / "results.json", [{"model": "student", "steps": 1, "accuracy": 1.0,
+                                                      "samples_per_s": 5.0}], samples, run, teacher, torch.device("cpu"))
+    [record] = results.read_records(path)
+    assert record.env.plugin_sources["method=dimo"] == "dimo" and record.env.plugins["dimo"] == md.version("dimo")
+    assert record.env.torch and record.env.deepspeed and record.entry.method == "dimo"
 
 
 @pytest.mark.parametrize("text, expected", [

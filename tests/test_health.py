@@ -149,10 +149,20 @@ def test_non_finite_gradients_of_a_finite_loss_are_caught_at_every_zero_stage(tm
     assert "role 'network'" in str(exc.value) and f"the first at step {BAD_STEP + 1}" in str(exc.value)
 
 
-def test_results_json_holds_null_for_a_non_finite_metric(tmp_path):
+def test_results_json_leaves_a_non_finite_metric_out_and_stays_strict_json(tmp_path, capsys):
+    import torch
+
+    from benchmarks.results import read_records
     from core.evaluate import write_results
-    resolved = mdm(tmp_path, "warn")
-    path = write_results(tmp_path / "results.json", [{"model": "student", "steps": 1, "fd": float("nan"),
-                                                      "accuracy": float("inf")}], resolved)
-    [row] = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in results.json"))["rows"]
-    assert row["fd"] is None and row["accuracy"] is None and row["steps"] == 1
+    from core.factory import build_method
+    from core.interfaces import Samples
+    run = mdm(tmp_path, "warn")
+    _, teacher = build_method(run)
+    row = {"model": "mdm", "steps": 1, "fd": float("nan"), "accuracy": float("inf"), "precision": 0.5,
+           "samples_per_s": 10.0}
+    samples = {"mdm@1": Samples(images=torch.zeros(2, 1, 8, 8), labels=torch.arange(2), tokens=torch.zeros(2, 3))}
+    path = write_results(tmp_path / "results.json", [row], samples, run, teacher, torch.device("cpu"))
+    json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in results.json"))
+    [record] = read_records(path)
+    assert record.metrics == {"precision": 0.5, "samples_per_s": 10.0} and record.entry.steps == 1
+    assert "['accuracy', 'fd'] were not finite" in capsys.readouterr().out

@@ -1,8 +1,7 @@
 """The main job end to end at small size, from an empty cache: pre-train the teacher, distil, evaluate."""
-import json
-
 import pytest
 
+from benchmarks.results import read_records
 from conftest import run_cli
 
 
@@ -16,12 +15,14 @@ def test_main_job_end_to_end_from_an_empty_cache(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "pre-training it with method=mdm" in res.stdout
     assert list((cache / "digits").glob("teacher-*.safetensors"))            # the teacher is cached
-    results = json.loads((out / "results.json").read_text())
-    rows = {(r["model"], r["steps"]): r for r in results["rows"]}
-    assert set(rows) == {("teacher", 1), ("teacher", 16), ("student", 1)}
-    for r in rows.values():
-        assert {"fd", "is", "precision", "recall", "density", "coverage", "accuracy"} <= set(r)
-    assert results["config"]["method"]["name"] == "dimo" and len(results["config_hash"]) == 12
+    records = {(r.entry.label, r.entry.steps): r for r in read_records(out / "results.json")}   # the shared schema
+    assert set(records) == {("teacher", 1), ("teacher", 16), ("student", 1)}
+    for r in records.values():
+        assert {"fd", "is", "precision", "recall", "density", "coverage", "accuracy"} <= set(r.metrics)
+        assert r.config["method"]["name"] == "dimo" and len(r.train_config_hash) == 12
+    student = records[("student", 1)]
+    assert student.entry.group == "distillation" and student.train_time_s > 0 and student.num_samples == 120
+    assert records[("teacher", 16)].entry.sampler and records[("teacher", 16)].train_time_s is None
     assert (out / "teacher16_vs_student.png").is_file() and (out / "samples_student_1step.png").is_file()
     assert "student" in res.stdout and "fd" in res.stdout                    # the printed table
     # the student loads back for generation
