@@ -5,7 +5,7 @@ MaskGit evaluation, ``benchmarks.digits_table2``): ``key=value`` arguments, dott
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from core.errors import UserError
 
@@ -55,3 +55,42 @@ def check_keys(values: dict, valid, command: str) -> None:
     unknown = [k for k in values if k not in valid]
     if unknown:
         raise UserError(f"{command}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+
+
+def int_option(opts: dict, key: str, default: Optional[int], minimum: int = 1) -> Optional[int]:
+    """``opts[key]`` (popped) as an integer >= ``minimum``; ``default`` when absent (None stays None)."""
+    value = opts.pop(key, default)
+    if value is None:
+        return None
+    try:
+        if int(value) >= minimum:
+            return int(value)
+    except (TypeError, ValueError):
+        pass
+    raise UserError(f"{key}='{value}' is not an integer >= {minimum}")
+
+
+def device_option(name: str):
+    """``device=auto|cpu|cuda`` as a torch device; cuda without a CUDA device is an error."""
+    import torch
+    if name not in ("auto", "cpu", "cuda"):
+        raise UserError(f"device='{name}' is not one of: auto, cpu, cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA device is available; valid here: auto, cpu")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def run_subcommand(argv: Optional[list[str]], commands: dict[str, Callable[[list[str]], object]], usage: str) -> int:
+    """``python -m <tool> COMMAND key=value ...``: the usage without a known command (exit 0 for -h/--help, else
+    2), a UserError as one line on stderr (exit 2)."""
+    import sys
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in commands:
+        print(usage.strip())
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        commands[argv[0]](argv[1:])
+    except UserError as exc:
+        print(f"dimo: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

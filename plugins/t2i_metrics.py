@@ -27,6 +27,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from core.cli import device_option, int_option, run_subcommand
 from core.errors import UserError
 from core.interfaces import EvalData, Evaluator, Metric, PluginConfig
 from plugins.geneval.config import GenEvalConfig
@@ -157,11 +158,10 @@ def prompted_model(opts: dict, core_args: list[str], teacher_changes: dict, devi
     from core.config import merge, parse_overrides, resolve
     from core.export import load_student_network, read_card
     from core.factory import build_method
-    from plugins.teachers.maskgit.evaluation import _int
     model = opts.pop("model", "student")
     if model not in ("student", "teacher"):
         raise UserError(f"model='{model}' is not one of: student, teacher")
-    steps = _int(opts, "steps", 16)
+    steps = int_option(opts, "steps", 16)
     _, overrides = parse_overrides(core_args)
     changes = merge(overrides, {"teacher": teacher_changes})
     if "checkpoint" in opts:
@@ -191,22 +191,21 @@ def fid_command(args: list[str]) -> dict:
     import time
 
     from core.cli import parse_kv
-    from plugins.teachers.maskgit.evaluation import (InceptionFeatures, _device, _int, load_reference_stats,
-                                                     score_images)
+    from plugins.teachers.maskgit.evaluation import InceptionFeatures, load_reference_stats, score_images
     core = [a for a in args if a.split("=", 1)[0].split(".", 1)[0] in ("teacher", "sampler", "schedule")]
     opts = parse_kv([a for a in args if a not in core], "checkpoint=runs/x prompts=captions.txt")
     if "prompts" not in opts or "reference" not in opts:
         raise UserError("fid needs prompts=<captions .txt/.json> and reference=<stats.npz> (mu, sigma of Inception "
                         "pool features of the matching real images)")
-    prompts = {"source": str(opts.pop("prompts")), "limit": _int(opts, "limit", None) if "limit" in opts else None}
+    prompts = {"source": str(opts.pop("prompts")), "limit": int_option(opts, "limit", None) if "limit" in opts else None}
     reference = str(opts.pop("reference"))
     if not Path(reference).expanduser().is_file():
         raise UserError(f"reference='{reference}' does not exist (the reference statistics .npz)")
     ref = load_reference_stats(reference)
-    per_prompt, batch = _int(opts, "samples_per_prompt", 1), _int(opts, "batch_size", 50)
-    seed = _int(opts, "seed", 0, minimum=0)
+    per_prompt, batch = int_option(opts, "samples_per_prompt", 1), int_option(opts, "batch_size", 50)
+    seed = int_option(opts, "seed", 0, minimum=0)
     weights, out = opts.pop("inception_weights", None), opts.pop("out", None)
-    device = _device(str(opts.pop("device", "auto")))
+    device = device_option(str(opts.pop("device", "auto")))
     generate, teacher, run, model = prompted_model(opts, core, {"prompts": prompts}, device)
     if opts:
         raise UserError(f"unknown key(s): {', '.join(opts)}; valid: checkpoint, model, steps, prompts, limit, "
@@ -237,17 +236,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """``python -m plugins.t2i_metrics fid checkpoint=<run> prompts=<captions.txt> reference=<stats.npz>
     [model=student|teacher] [steps=16] [limit=N] [samples_per_prompt=1] [batch_size=50] [seed=0]
     [inception_weights=<file>] [device=auto] [out=<json>] [teacher.*=...] [sampler.*=...]``"""
-    import sys
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "fid":
-        print(main.__doc__)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    try:
-        fid_command(argv[1:])
-    except UserError as exc:
-        print(f"dimo: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_subcommand(argv, {"fid": fid_command}, main.__doc__)
 
 
 @hookimpl

@@ -30,6 +30,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from core.cli import device_option, int_option, run_subcommand
 from core.errors import UserError
 from plugins.geneval.config import GenEvalConfig
 from plugins.geneval.detector import to_uint8
@@ -38,26 +39,6 @@ from plugins.geneval.rules import summarize
 from plugins.t2i_metrics import prompted_model
 
 CORE_SECTIONS = ("teacher", "sampler", "schedule")
-
-
-def _device(name: str) -> torch.device:
-    if name not in ("auto", "cpu", "cuda"):
-        raise UserError(f"device='{name}' is not one of: auto, cpu, cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA device is available; valid here: auto, cpu")
-    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
-
-
-def _int(opts: dict, key: str, default: Optional[int], minimum: int = 1) -> Optional[int]:
-    value = opts.pop(key, default)
-    if value is None:
-        return None
-    try:
-        if int(value) >= minimum:
-            return int(value)
-    except (TypeError, ValueError):
-        pass
-    raise UserError(f"{key}='{value}' is not an integer >= {minimum}")
 
 
 def _split(args: list[str]) -> tuple[dict, list[str]]:
@@ -82,11 +63,11 @@ def _write(out: Optional[str], payload: dict) -> None:
 
 def evaluate_command(args: list[str]) -> dict:
     opts, core_args = _split(args)
-    tag, limit = opts.pop("tag", None), _int(opts, "limit", None)
-    per_prompt = _int(opts, "samples_per_prompt", 4)
-    batch = _int(opts, "batch_size", 16)
-    seed = _int(opts, "seed", 0, minimum=0)
-    device = _device(str(opts.pop("device", "auto")))
+    tag, limit = opts.pop("tag", None), int_option(opts, "limit", None)
+    per_prompt = int_option(opts, "samples_per_prompt", 4)
+    batch = int_option(opts, "batch_size", 16)
+    seed = int_option(opts, "seed", 0, minimum=0)
+    device = device_option(str(opts.pop("device", "auto")))
     images_dir, out = opts.pop("images", None), opts.pop("out", None)
     prompts = {"source": f"geneval:{tag}" if tag else "geneval", "limit": limit}
     generate, teacher, run, model = prompted_model(opts, core_args, {"prompts": prompts, "eval_metrics": ["geneval"]},
@@ -154,7 +135,7 @@ def score_command(args: list[str]) -> dict:
     if "images" not in opts:
         raise UserError("score needs images=<folder> (GenEval's layout: <digits>/metadata.jsonl, samples/*.png)")
     folder, out = Path(str(opts.pop("images"))), opts.pop("out", None)
-    device = _device(str(opts.pop("device", "auto")))
+    device = device_option(str(opts.pop("device", "auto")))
     clip = str(opts.pop("clip", "openai/clip-vit-large-patch14"))
     try:
         config = GenEvalConfig(**opts.pop("geneval", {}))
@@ -175,17 +156,7 @@ def score_command(args: list[str]) -> dict:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"evaluate": evaluate_command, "score": score_command}
-    if not argv or argv[0] not in commands:
-        print(__doc__.strip())
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    try:
-        commands[argv[0]](argv[1:])
-    except UserError as exc:
-        print(f"dimo: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_subcommand(argv, {"evaluate": evaluate_command, "score": score_command}, __doc__)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.cli import device_option, int_option, parse_kv, run_subcommand
 from core.errors import UserError
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -177,26 +178,7 @@ def score_images(batches: Iterable[Tensor], extractor: InceptionFeatures,
 # ---------------------------------------------------------------------------------------------------
 
 def _parse(args: list[str]) -> dict[str, str]:
-    from core.cli import parse_kv
     return parse_kv(args, "checkpoint=runs/x samples_per_class=50")
-
-
-def _int(opts: dict, key: str, default: int, minimum: int = 1) -> int:
-    value = opts.pop(key, default)
-    try:
-        if int(value) >= minimum:
-            return int(value)
-    except ValueError:
-        pass
-    raise UserError(f"{key}='{value}' is not an integer >= {minimum}")
-
-
-def _device(name: str) -> torch.device:
-    if name not in ("auto", "cpu", "cuda"):
-        raise UserError(f"device='{name}' is not one of: auto, cpu, cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA device is available; valid here: auto, cpu")
-    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def _generator_fn(opts: dict, passthrough: list[str], device) -> tuple[Callable, object, dict, str]:
@@ -204,7 +186,7 @@ def _generator_fn(opts: dict, passthrough: list[str], device) -> tuple[Callable,
     model = opts.pop("model", "student")
     if model not in ("student", "teacher"):
         raise UserError(f"model='{model}' is not one of: student, teacher")
-    steps = _int(opts, "steps", 16)
+    steps = int_option(opts, "steps", 16)
     if "checkpoint" in opts:
         if passthrough:
             raise UserError(f"{', '.join(passthrough)}: with checkpoint= the run's own config is used")
@@ -232,12 +214,12 @@ def fid_command(args: list[str]) -> dict:
     opts = _parse([a for a in args if not core_keys(a)])
     passthrough = [a for a in args if core_keys(a)]
     reference = opts.pop("reference", None)
-    per_class = _int(opts, "samples_per_class", 50)
-    batch = _int(opts, "batch_size", 50)
-    seed = _int(opts, "seed", 0, minimum=0)
+    per_class = int_option(opts, "samples_per_class", 50)
+    batch = int_option(opts, "batch_size", 50)
+    seed = int_option(opts, "seed", 0, minimum=0)
     weights = opts.pop("inception_weights", None)
     out_path = opts.pop("out", None)
-    device = _device(opts.pop("device", "auto"))
+    device = device_option(opts.pop("device", "auto"))
     ref = load_reference_stats(reference) if reference else None
     generate, teacher, resolved, model = _generator_fn(opts, passthrough, device)
     if opts:
@@ -295,8 +277,8 @@ def stats_command(args: list[str]) -> dict:
     opts = _parse(args)
     if "images" not in opts or "out" not in opts:
         raise UserError("stats needs images=<folder or .npz> out=<stats.npz>")
-    extractor = InceptionFeatures(opts.pop("inception_weights", None), _device(opts.pop("device", "auto")))
-    result = score_images(read_images(opts.pop("images"), _int(opts, "batch_size", 50)), extractor)
+    extractor = InceptionFeatures(opts.pop("inception_weights", None), device_option(opts.pop("device", "auto")))
+    result = score_images(read_images(opts.pop("images"), int_option(opts, "batch_size", 50)), extractor)
     out = Path(opts.pop("out"))
     if opts:
         raise UserError(f"unknown key(s): {', '.join(opts)}; valid: images, out, batch_size, device, "
@@ -308,17 +290,7 @@ def stats_command(args: list[str]) -> dict:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"fid": fid_command, "stats": stats_command}
-    if not argv or argv[0] not in commands:
-        print(__doc__.strip())
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    try:
-        commands[argv[0]](argv[1:])
-    except UserError as exc:
-        print(f"dimo: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_subcommand(argv, {"fid": fid_command, "stats": stats_command}, __doc__)
 
 
 if __name__ == "__main__":
