@@ -65,6 +65,24 @@ class MaskedNetwork(Protocol):
         """Parameters Di[M]O keeps fixed in generator and aux: token embedding, tied head, positions."""
 
 
+class WrappedNetwork(nn.Module):
+    """A masked network around another (``self.network``) that adds inputs of its own (di4c's lambda, ReDi's
+    source marks): the MaskedNetwork hooks are the wrapped network's."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def embed_tokens(self, tokens: Tensor) -> Tensor:
+        return self.network.embed_tokens(tokens)
+
+    def code_embeddings(self) -> Tensor:
+        return self.network.code_embeddings()
+
+    def frozen_parameters(self):
+        return self.network.frozen_parameters()
+
+
 class UsesRecipes:
     """Teachers and methods, the two names of a recipe file ``<teacher>/<method>.yaml`` (core/recipes.py).
     ``recipe``: the name a class answers to besides its registered one; inherited, so a subclass registered under

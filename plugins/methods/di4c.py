@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from core.interfaces import Method, PluginConfig, Role
+from core.interfaces import Method, PluginConfig, Role, WrappedNetwork
 from core.masking import forward_mask, guided_logits
 from plugins.samplers import categorical, uniform
 from registry import hookimpl
@@ -59,13 +59,12 @@ class LambdaEmbedding(nn.Module):
         return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], -1))
 
 
-class LambdaStudent(nn.Module):
+class LambdaStudent(WrappedNetwork):
     """A masked network with the extra input ``lam`` ``[B]`` (drawn uniformly when not given). It keeps the
     MaskedNetwork protocol, and its state dict is the network's (``network.*``) plus ``lam_embed.*``."""
 
     def __init__(self, network: nn.Module, freq_dim: int = 128, hidden: int = 512):
-        super().__init__()
-        self.network = network
+        super().__init__(network)
         self.lam_embed = LambdaEmbedding(network.code_embeddings().shape[1], freq_dim, hidden)
 
     def forward(self, tokens: Optional[Tensor], cond: Tensor, *, lam: Optional[Tensor] = None,
@@ -76,14 +75,6 @@ class LambdaStudent(nn.Module):
         emb = emb + self.lam_embed(lam.to(emb.device)).to(emb.dtype)[:, None]
         return self.network(None, cond, inputs_embeds=emb)
 
-    def embed_tokens(self, tokens: Tensor) -> Tensor:
-        return self.network.embed_tokens(tokens)
-
-    def code_embeddings(self) -> Tensor:
-        return self.network.code_embeddings()
-
-    def frozen_parameters(self):
-        return self.network.frozen_parameters()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -29,19 +29,18 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from core import stages
-from core.interfaces import Method, PluginConfig, Role
+from core.interfaces import Method, PluginConfig, Role, WrappedNetwork
 from core.masking import guided_logits
 from registry import hookimpl
 
 
-class SourceMarked(nn.Module):
+class SourceMarked(WrappedNetwork):
     """A masked network whose input marks which positions still hold a source random token: ``source``
     ``[B, L]`` bool adds a learned vector there (initialised to the [M] embedding, so a marked random token
     starts as "token + [M]"). State dict: ``network.*`` plus ``source_token``."""
 
     def __init__(self, network: nn.Module, mask_id: int):
-        super().__init__()
-        self.network = network
+        super().__init__(network)
         with torch.no_grad():
             row = network.embed_tokens(torch.tensor([mask_id], device=network.code_embeddings().device))
         self.source_token = nn.Parameter(row.detach().clone().view(-1))
@@ -53,14 +52,6 @@ class SourceMarked(nn.Module):
             emb = emb + source[..., None].to(emb.dtype) * self.source_token.to(emb.dtype)
         return self.network(None, cond, inputs_embeds=emb)
 
-    def embed_tokens(self, tokens: Tensor) -> Tensor:
-        return self.network.embed_tokens(tokens)
-
-    def code_embeddings(self) -> Tensor:
-        return self.network.code_embeddings()
-
-    def frozen_parameters(self):
-        return self.network.frozen_parameters()
 
 
 def source_tokens(n: int, length: int, vocab: int, mask_id: int, mask_rate: float,

@@ -8,15 +8,26 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor
 
 from core.cache import cache_dir
-from core.checkpoint import atomic_save_safetensors
+from core.checkpoint import atomic_save_safetensors, load_state_checked
 from core.errors import UserError
 from core.hub import resolve_file
 from core.interfaces import Teacher
-from plugins.teachers.digits import load_network_weights
 from plugins.teachers.transformer import MaskedTransformer
+
+
+def load_network_weights(network, path: Path, field: str = "teacher.checkpoint") -> None:
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{field}: '{path}' is corrupt or not a safetensors file ({exc})") from None
+    arch = getattr(network, "spec", None)
+    expected = f"teacher.arch: {arch.model_dump()}" if arch is not None else ""
+    load_state_checked(network, state, path, field, expected)
 
 
 class CachedTransformerTeacher(Teacher):

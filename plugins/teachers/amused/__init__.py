@@ -3,6 +3,8 @@ from plugins.teachers.amused.sampler import AmusedSampler
 from plugins.teachers.amused.teacher import AmusedNetwork, AmusedTeacher
 from registry import hookimpl
 
+__all__ = ["AmusedNetwork", "AmusedSampler", "AmusedTeacher"]
+
 
 @hookimpl
 def dimo_register(register):
