@@ -96,6 +96,17 @@ def cell(r: Result, k: str) -> str:
     return fmt(r.metrics[k]) + (f" ± {fmt(s)}" if s > 0 else "")
 
 
+# How each row was made, beside its metrics: (column title, value of a record or None).
+PROVENANCE = (("train seed", lambda r: r.seeds.train), ("train s", lambda r: r.train_time_s),
+              ("wall s", lambda r: r.wall_time_s))
+
+
+def provenance(r: Result) -> list[tuple[str, Optional[float]]]:
+    """(text, sort value) of a row's training seed, training seconds (- when reused or none) and wall seconds."""
+    values = [get(r) for _, get in PROVENANCE]
+    return [("-" if v is None else str(v) if isinstance(v, int) else f"{v:.0f}", v) for v in values]
+
+
 def direction(records: list[Result], k: str) -> str:
     for r in records:
         if k in r.higher_is_better:
@@ -126,8 +137,10 @@ def setup_line(records: list[Result]) -> str:
 def md_table(records: list[Result], first: str = "group") -> list[str]:
     cols = metric_columns(records)
     head = [first, "model", "steps"] + [f"{title(k)} {direction(records, k)}".strip() for k in cols]
+    head += [t for t, _ in PROVENANCE]
     return markdown_table(head, ([GROUP_TITLES[r.entry.group], r.entry.label, str(r.entry.steps)]
-                                 + [cell(r, k) for k in cols] for r in ordered(records)), numbers_from=3)
+                                 + [cell(r, k) for k in cols] + [text for text, _ in provenance(r)]
+                                 for r in ordered(records)), numbers_from=3)
 
 
 def md_reported() -> list[str]:
@@ -194,10 +207,12 @@ def html_table(records: list[Result], caption: str) -> dict:
     cols = metric_columns(records)
     head = [{"text": h, "left": True} for h in ("group", "model", "steps")]
     head += [{"text": f"{title(k)} {direction(records, k)}", "title": METRICS.get(k, ("", ""))[1]} for k in cols]
+    head += [{"text": t} for t, _ in PROVENANCE]
     rows = [{"group": r.entry.group, "attrs": {"data-entry": f"{r.entry.suite}/{r.entry.id}",
                                                "title": f"config hash {r.config_hash}"},
              "cells": [_group_cell(r.entry.group), _cell(r.entry.label, r.entry.label, True),
-                       _cell(str(r.entry.steps), r.entry.steps)] + [_cell(cell(r, k), r.metrics.get(k)) for k in cols]}
+                       _cell(str(r.entry.steps), r.entry.steps)] + [_cell(cell(r, k), r.metrics.get(k)) for k in cols]
+                      + [_cell(text, v) for text, v in provenance(r)]}
             for r in ordered(records)]
     return {"caption": caption, "head": head, "rows": rows}
 
