@@ -214,6 +214,7 @@ BUILTIN: dict[str, dict] = {
         "test_time": {"of": "dimo-fkl", "label": "Di[M]O (FKL)", "seeds": 4, "iters": 4, "lr": 0.01,
                       "rewards": [{"name": "word_attribute", "letters": "z"}]},
         "other_methods": False, "performance": None,   # CPU budget, as mnist
+        "seeds": [0, 1],   # two training seeds (each distilled row once per seed; test-time rows on seed 0)
         "eval": {"samples_per_class": 250, "seeds": [0, 1, 2]},
     },
     # A template at the paper's scale: it runs only where the checkpoint and the reference statistics
