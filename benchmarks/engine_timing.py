@@ -3,10 +3,13 @@ one measurement, and a grid of them written to JSON as it goes. Shared by ``benc
 the teachers' own benchmarks (``plugins/teachers/*/benchmark.py``)."""
 from __future__ import annotations
 
+import argparse
 import gc
+import itertools
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -87,3 +90,44 @@ def csv_ints(text: str) -> list[int]:
 
 def csv_bools(text: str) -> list[bool]:
     return [v.strip().lower() == "true" for v in text.split(",")]
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One axis of a teacher benchmark's grid: its comma-list option, the row field it fills, its default."""
+    option: str
+    key: str
+    default: str
+    parse: Callable[[str], list] = csv_ints
+    help: str = ""
+
+
+def teacher_benchmark(argv: Optional[list[str]], *, teacher: str, doc: str, axes: list[Axis],
+                      prepare: Callable[[str, Path], list[str]], overrides: Callable[..., list[str]],
+                      soft_dimo: tuple[str, ...] = (), sizes: tuple[str, ...] = ("real", "tiny")) -> dict:
+    """The command line every teacher's iteration benchmark shares (plugins/teachers/*/benchmark.py): ``--size``
+    (one of ``sizes``, the first by default), ``--methods``, one comma-list option per grid axis, ``--iters``, ``--device``, ``--out``.
+    ``prepare(size, folder)`` writes random weights in the released layout and returns the teacher overrides that
+    point at them; ``overrides(**point)`` gives one grid point's overrides; ``soft_dimo`` is added for that method
+    (released reward weights are not on a benchmark machine)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--size", choices=sizes, default=sizes[0])
+    parser.add_argument("--methods", default="dimo,soft_dimo")
+    for axis in axes:
+        parser.add_argument(f"--{axis.option}", default=axis.default, help=axis.help or f"{axis.key} values")
+    parser.add_argument("--iters", type=int, default=3, help="measured iterations (as many again warm up)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--out", default=None, help=f"JSON of the rows (default: {teacher}_iteration_<device>.json)")
+    args = parser.parse_args(argv)
+    device = pick_device(args.device)
+    teacher_args = prepare(args.size, Path(tempfile.mkdtemp(prefix=f"dimo-{teacher}-random-")))
+    values = [axis.parse(getattr(args, axis.option)) for axis in axes]
+    specs = [{"method": method, **{axis.key: v for axis, v in zip(axes, point)}}
+             for method in args.methods.split(",") for point in itertools.product(*values)]
+
+    def measure(method: str, **point) -> dict:
+        extra = list(soft_dimo) if method == "soft_dimo" else []
+        return time_training([f"method={method}", f"teacher={teacher}", *teacher_args, *overrides(**point), *extra],
+                             args.iters, device)
+    return run_grid(specs, measure, new_result(device, size=args.size),
+                    Path(args.out or f"{teacher}_iteration_{device.type}.json"))

@@ -171,6 +171,7 @@ BUILTIN: dict[str, dict] = {
             {"label": "Di[M]O FKL continued (Soft-Di[M]O with w_GAN = w_reward = 0)", "id": "dimo-fkl-continued",
              "config": {"method": {"name": "soft_dimo", "w_gan": 0.0, "w_reward": 0.0}}, "init_from": "dimo-fkl"}],
         "test_time": {"of": "soft_dimo", "label": "Soft-Di[M]O", "seeds": 4, "iters": 4},
+        "seeds": [0, 1],   # each distilled row once per training seed; the test-time rows on seed 0
         "eval": {"samples_per_class": 100, "seeds": [0, 1, 2]},
     },
     "mnist": {

@@ -19,6 +19,20 @@ TINY = ["teacher.arch.dim=32", "teacher.arch.depth=1", "teacher.arch.heads=2", "
         "trainer.progress=false", "eval.enabled=false"]
 
 
+def check_iteration_benchmark(main, tmp_path: Path) -> list[dict]:
+    """A teacher's GPU iteration benchmark (benchmarks.engine_timing.teacher_benchmark) at its tiny size on CPU:
+    Di[M]O and Soft-Di[M]O at ZeRO 0 and 2, every row finite and written to the JSON as returned."""
+    import json
+    import math
+    result = main(["--size", "tiny", "--batches", "2", "--stages", "0,2", "--iters", "1", "--device", "cpu",
+                   "--out", str(tmp_path / "rows.json")])
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert rows == result["rows"] and [(r["method"], r["zero_stage"]) for r in rows] == [
+        ("dimo", 0), ("dimo", 2), ("soft_dimo", 0), ("soft_dimo", 2)]
+    assert all(math.isfinite(r["seconds_per_iter"]) and r["seconds_per_iter"] > 0 for r in rows)
+    return rows
+
+
 def clean_env(extra=None) -> dict:
     """The environment for a child process, without the launcher variables an in-process run has set."""
     launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, clean_env
+from conftest import ROOT, check_iteration_benchmark, clean_env
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import AmusedPipeline, AmusedScheduler, UVit2DModel, VQModel  # noqa: E402
@@ -397,3 +397,11 @@ def test_baselines_run_the_amused_sampler_step_operations_through_the_engine(fol
     m, _, net, _ = load_student(str(tmp_path / "run"))
     tokens = m.generate(net, torch.tensor([0, 1]), torch.Generator().manual_seed(0), steps=m.sample_steps[0])
     assert tokens.shape == (2, SIDE * SIDE) and (tokens < CODES).all()
+
+
+
+def test_iteration_benchmark_smoke_run(tmp_path):
+    """The GPU measurement script at tiny size: a random folder in the released layout, Di[M]O and Soft-Di[M]O
+    (GAN head on random tokens) through the engine."""
+    from plugins.teachers.amused.benchmark import main
+    check_iteration_benchmark(main, tmp_path)

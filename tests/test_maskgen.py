@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import ROOT, clean_env
+from conftest import ROOT, check_iteration_benchmark, clean_env
 from core.errors import UserError
 from plugins.prompts import PromptsConfig
 from plugins.teachers.maskgen import MaskGenSampler, MaskGenTeacher
@@ -241,3 +241,11 @@ def test_passes_the_plugin_test_kit(tmp_path):
                               "clip_arch": str(FIX / "clip" / "dimo-tiny-clip.json"),
                               "clip_pretrained": str(FIX / "clip" / "open_clip_model.safetensors"),
                               "tokenizer_arch": TOK_ARCH})
+
+
+
+def test_iteration_benchmark_smoke_run(tmp_path):
+    """The GPU measurement script at tiny size: a random generator folder in the released layout (config.json
+    fields, keys with the tied head) and a random open_clip tower, Di[M]O and Soft-Di[M]O through the engine."""
+    from plugins.teachers.maskgen.benchmark import main
+    check_iteration_benchmark(main, tmp_path)

@@ -10,14 +10,12 @@ Grid: method (dimo, soft_dimo) x batch (one process) x ZeRO stage. The random fi
 """
 from __future__ import annotations
 
-import argparse
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from benchmarks.engine_timing import csv_ints, new_result, pick_device, run_grid, time_training
+from benchmarks.engine_timing import Axis, teacher_benchmark
 from core.config import resolve
 
 TINY = ["teacher.bits=6", "teacher.resolution=64", "teacher.num_classes=10", "teacher.arch.dim=32",
@@ -42,30 +40,20 @@ def random_files(folder: Path, size_args: list[str]) -> list[str]:
     return [f"teacher.checkpoint={folder}", f"teacher.tokenizer={folder}", f"teacher.data={folder / 'codes.safetensors'}"]
 
 
-def measure(teacher_args: list[str], method: str, batch: int, stage: int, iters: int, device: str) -> dict:
-    return time_training([f"method={method}", "teacher=maskbit", *teacher_args, f"trainer.batch_size={batch}",
-                          f"trainer.zero_stage={stage}"], iters, torch.device(device))
+AXES = [Axis("batches", "batch", "32,64", help="batches (one process)"), Axis("stages", "zero_stage", "0,2,3")]
+
+
+def prepare(size: str, folder: Path) -> list[str]:
+    size_args = TINY if size == "tiny" else []
+    return size_args + random_files(folder, size_args)
+
+
+def grid_point(batch: int, zero_stage: int) -> list[str]:
+    return [f"trainer.batch_size={batch}", f"trainer.zero_stage={zero_stage}"]
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=("real", "tiny"), default="real")
-    parser.add_argument("--methods", default="dimo,soft_dimo")
-    parser.add_argument("--batches", default="32,64")
-    parser.add_argument("--stages", default="0,2,3")
-    parser.add_argument("--iters", type=int, default=3, help="measured iterations (as many again warm up)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--out", default=None, help="JSON of the rows (default: maskbit_iteration_<device>.json)")
-    args = parser.parse_args(argv)
-    device = pick_device(args.device)
-    size_args = TINY if args.size == "tiny" else []
-    teacher_args = size_args + random_files(Path(tempfile.mkdtemp(prefix="dimo-maskbit-random-")), size_args)
-    specs = [{"method": m, "batch": b, "zero_stage": z} for m in args.methods.split(",")
-             for b in csv_ints(args.batches) for z in csv_ints(args.stages)]
-    measure_spec = lambda method, batch, zero_stage: measure(teacher_args, method, batch, zero_stage, args.iters,
-                                                              device.type)
-    return run_grid(specs, measure_spec, new_result(device, size=args.size),
-                    Path(args.out or f"maskbit_iteration_{device.type}.json"))
+    return teacher_benchmark(argv, teacher="maskbit", doc=__doc__, axes=AXES, prepare=prepare, overrides=grid_point)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,11 @@ random real tokens and without rewards (HPS/CLIP need their released weights).
 """
 from __future__ import annotations
 
-import argparse
-import tempfile
 from pathlib import Path
 
 import torch
 
-from benchmarks.engine_timing import csv_bools, csv_ints, new_result, pick_device, run_grid, time_training
+from benchmarks.engine_timing import Axis, csv_bools, teacher_benchmark
 
 TINY = dict(num_layers=1, num_single_layers=2, attention_head_dim=8, num_attention_heads=2, joint_attention_dim=12,
             pooled_projection_dim=16, axes_dims_rope=(2, 2, 4), vocab_size=40, codebook_size=32)
@@ -60,36 +58,25 @@ def random_folder(folder: Path, size: str) -> tuple[Path, int]:
     return folder, 1024 if size == "real" else 8
 
 
-def measure(folder: Path, resolution: int, method: str, batch: int, checkpointing: bool, stage: int, iters: int,
-            device: str) -> dict:
-    extra = ["method.rewards=[]", "method.w_gan=1.0", "discriminator=trunk"] if method == "soft_dimo" else []
-    return time_training([f"method={method}", "teacher=meissonic", f"teacher.checkpoint={folder}",
-                          f"teacher.resolution={resolution}", f"teacher.gradient_checkpointing={checkpointing}",
-                          f"trainer.batch_size={batch}", "trainer.grad_accum=1", f"trainer.zero_stage={stage}",
-                          *extra], iters,
-                         torch.device(device))
+SOFT_DIMO = ("method.rewards=[]", "method.w_gan=1.0", "discriminator=trunk")   # the GAN head on random tokens
+AXES = [Axis("batches", "micro_batch", "2,8", help="micro-batches (one process: the batch)"),
+        Axis("checkpointing", "gradient_checkpointing", "true,false", csv_bools),
+        Axis("stages", "zero_stage", "2,3", help="ZeRO stages")]
+
+
+def prepare(size: str, folder: Path) -> list[str]:
+    folder, resolution = random_folder(folder, size)
+    return [f"teacher.checkpoint={folder}", f"teacher.resolution={resolution}"]
+
+
+def grid_point(micro_batch: int, gradient_checkpointing: bool, zero_stage: int) -> list[str]:
+    return [f"teacher.gradient_checkpointing={gradient_checkpointing}", f"trainer.batch_size={micro_batch}",
+            "trainer.grad_accum=1", f"trainer.zero_stage={zero_stage}"]
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=("real", "tiny"), default="real")
-    parser.add_argument("--methods", default="dimo,soft_dimo")
-    parser.add_argument("--batches", default="2,8", help="micro-batches (one process: the batch)")
-    parser.add_argument("--checkpointing", default="true,false")
-    parser.add_argument("--stages", default="2,3", help="ZeRO stages")
-    parser.add_argument("--iters", type=int, default=3, help="measured iterations (as many again warm up)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--out", default=None, help="JSON of the rows (default: meissonic_iteration_<device>.json)")
-    args = parser.parse_args(argv)
-    device = pick_device(args.device)
-    folder, resolution = random_folder(Path(tempfile.mkdtemp(prefix="dimo-meissonic-random-")), args.size)
-    specs = [{"method": m, "micro_batch": b, "gradient_checkpointing": c, "zero_stage": z}
-             for m in args.methods.split(",") for b in csv_ints(args.batches)
-             for c in csv_bools(args.checkpointing) for z in csv_ints(args.stages)]
-    measure_spec = lambda method, micro_batch, gradient_checkpointing, zero_stage: measure(
-        folder, resolution, method, micro_batch, gradient_checkpointing, zero_stage, args.iters, device.type)
-    return run_grid(specs, measure_spec, new_result(device, size=args.size),
-                    Path(args.out or f"meissonic_iteration_{device.type}.json"))
+    return teacher_benchmark(argv, teacher="meissonic", doc=__doc__, axes=AXES, prepare=prepare,
+                             overrides=grid_point, soft_dimo=SOFT_DIMO)
 
 
 if __name__ == "__main__":
