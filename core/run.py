@@ -132,4 +132,5 @@ if __name__ == "__main__":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # DeepSpeed's ZeRO-3 calls torch collectives that torch marks deprecated: noise, not the user's concern.
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.distributed.*")
-    sys.exit(main())
+    from core import distributed
+    distributed.exit_process(main())   # in-process callers of main() keep their process group
