@@ -102,11 +102,24 @@ class Axis:
     help: str = ""
 
 
+# The grid of the text-to-image teachers: the official micro-batch 2 (and 8) without accumulation, ZeRO 2 and 3
+MICRO_BATCHES = Axis("batches", "micro_batch", "2,8", help="micro-batches (one process: the batch)")
+ZERO_STAGES = Axis("stages", "zero_stage", "2,3", help="ZeRO stages")
+# Soft-Di[M]O without the released reward weights: its GAN head (a trunk copy of the network) on random tokens
+SOFT_DIMO_GAN_ONLY = ("method.rewards=[]", "method.w_gan=1.0", "discriminator=trunk")
+
+
+def micro_batch_point(micro_batch: int, zero_stage: int) -> list[str]:
+    """One point of the MICRO_BATCHES x ZERO_STAGES grid as overrides."""
+    return [f"trainer.batch_size={micro_batch}", "trainer.grad_accum=1", f"trainer.zero_stage={zero_stage}"]
+
+
 def teacher_benchmark(argv: Optional[list[str]], *, teacher: str, doc: str, axes: list[Axis],
                       prepare: Callable[[str, Path], list[str]], overrides: Callable[..., list[str]],
                       soft_dimo: tuple[str, ...] = (), sizes: tuple[str, ...] = ("real", "tiny")) -> dict:
     """The command line every teacher's iteration benchmark shares (plugins/teachers/*/benchmark.py): ``--size``
-    (one of ``sizes``, the first by default), ``--methods``, one comma-list option per grid axis, ``--iters``, ``--device``, ``--out``.
+    (one of ``sizes``, the first by default), ``--methods``, one comma-list option per grid axis, ``--iters``,
+    ``--device``, ``--out``.
     ``prepare(size, folder)`` writes random weights in the released layout and returns the teacher overrides that
     point at them; ``overrides(**point)`` gives one grid point's overrides; ``soft_dimo`` is added for that method
     (released reward weights are not on a benchmark machine)."""

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.engine_timing import Axis, teacher_benchmark
+from benchmarks.engine_timing import (MICRO_BATCHES, SOFT_DIMO_GAN_ONLY, ZERO_STAGES, micro_batch_point,
+                                       teacher_benchmark)
 
 TINY = dict(hidden_size=8, cond_embed_dim=8, micro_cond_encode_dim=2, micro_cond_embed_dim=10, encoder_hidden_size=8,
             vocab_size=40, codebook_size=32, in_channels=8, block_out_channels=8, num_res_blocks=1,
             block_num_heads=1, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)
 SIDES = {"256": 16, "512": 32, "tiny": 4}
-SOFT_DIMO = ("method.rewards=[]", "method.w_gan=1.0", "discriminator=trunk")   # the GAN head on random tokens
-AXES = [Axis("batches", "micro_batch", "2,8", help="micro-batches (one process: the batch)"),
-        Axis("stages", "zero_stage", "2,3", help="ZeRO stages")]
 
 
 def random_folder(folder: Path, size: str) -> Path:
@@ -60,13 +58,9 @@ def prepare(size: str, folder: Path) -> list[str]:
     return [f"teacher.checkpoint={random_folder(folder, size)}"]
 
 
-def grid_point(micro_batch: int, zero_stage: int) -> list[str]:
-    return [f"trainer.batch_size={micro_batch}", "trainer.grad_accum=1", f"trainer.zero_stage={zero_stage}"]
-
-
 def main(argv=None) -> dict:
-    return teacher_benchmark(argv, teacher="amused", doc=__doc__, axes=AXES, prepare=prepare, overrides=grid_point,
-                             soft_dimo=SOFT_DIMO, sizes=("256", "512", "tiny"))
+    return teacher_benchmark(argv, teacher="amused", doc=__doc__, axes=[MICRO_BATCHES, ZERO_STAGES], prepare=prepare,
+                             overrides=micro_batch_point, soft_dimo=SOFT_DIMO_GAN_ONLY, sizes=("256", "512", "tiny"))
 
 
 if __name__ == "__main__":

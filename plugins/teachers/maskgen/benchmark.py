@@ -17,40 +17,38 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.engine_timing import Axis, teacher_benchmark
+import torch
+from safetensors.torch import save_file
 
-SOFT_DIMO = ("method.rewards=[]", "method.w_gan=1.0", "discriminator=trunk")   # the GAN head on random tokens
-AXES = [Axis("batches", "micro_batch", "2,8", help="micro-batches (one process: the batch)"),
-        Axis("stages", "zero_stage", "2,3", help="ZeRO stages")]
+from benchmarks.engine_timing import (MICRO_BATCHES, SOFT_DIMO_GAN_ONLY, ZERO_STAGES, micro_batch_point,
+                                       teacher_benchmark)
+from plugins.teachers.maskgen.network import SIZES, MaskGenArch, MaskGenNetwork
+
+TINY = MaskGenArch(dim=32, depth=2, heads=2, seq_len=8, codebook_size=16, text_dim=16, micro_dim=8)
 TINY_TOKENIZER = {"width": 16, "layers": 1, "heads": 2, "image_size": 16, "patch": 8, "latent_tokens": 8,
                   "token_size": 4, "codebook_size": 16, "text_dim": 16, "enc_width": 16, "enc_layers": 1,
                   "enc_heads": 2, "enc_patch": 8}
 
 
-def official_config(dim: int, depth: int, heads: int, tokens: int, codes: int, text_dim: int, micro_dim: int,
-                    crop: int) -> dict:
+def official_config(arch: MaskGenArch, crop: int) -> dict:
     """The fields of the released config.json (an OmegaConf dump) that MaskGenArch.from_official reads."""
-    return {"model": {"vq_model": {"quantize_mode": "vq", "codebook_size": codes, "num_latent_tokens": tokens,
-                                   "text_embed_dim": text_dim, "is_legacy": False},
-                      "maskgen": {"decoder_embed_dim": dim, "decoder_depth": depth, "decoder_num_heads": heads,
-                                  "micro_condition": True, "micro_condition_embed_dim": micro_dim,
-                                  "condition_num_classes": 1000}},
+    return {"model": {"vq_model": {"quantize_mode": "vq", "codebook_size": arch.codebook_size,
+                                   "num_latent_tokens": arch.seq_len, "text_embed_dim": arch.text_dim,
+                                   "is_legacy": False},
+                      "maskgen": {"decoder_embed_dim": arch.dim, "decoder_depth": arch.depth,
+                                  "decoder_num_heads": arch.heads, "micro_condition": True,
+                                  "micro_condition_embed_dim": arch.micro_dim,
+                                  "condition_num_classes": arch.num_classes}},
             "dataset": {"preprocessing": {"crop_size": crop}}}
 
 
-def random_folder(size: str, folder: Path) -> list[str]:
+def prepare(size: str, folder: Path) -> list[str]:
     """A generator folder and a one-layer open_clip text config with random weights; returns the teacher
     arguments that point at them."""
-    import torch
-    from safetensors.torch import save_file
-    from plugins.teachers.maskgen.network import SIZES, MaskGenArch, MaskGenNetwork
     torch.manual_seed(0)
     tiny = size == "tiny"
-    real = SIZES.get(size, SIZES["l"])
-    config = (official_config(32, 2, 2, 8, 16, 16, 8, 16) if tiny else
-              official_config(real.dim, real.depth, real.heads, real.seq_len, real.codebook_size, real.text_dim,
-                              real.micro_dim, 256))
-    arch = MaskGenArch.from_official(config)
+    arch = TINY if tiny else SIZES[size]
+    config = official_config(arch, crop=16 if tiny else 256)
     generator = folder / "generator"
     generator.mkdir(parents=True)
     (generator / "config.json").write_text(json.dumps(config, indent=1))
@@ -69,13 +67,9 @@ def random_folder(size: str, folder: Path) -> list[str]:
             *(f"teacher.tokenizer_arch.{k}={v}" for k, v in tokenizer.items())]
 
 
-def grid_point(micro_batch: int, zero_stage: int) -> list[str]:
-    return [f"trainer.batch_size={micro_batch}", "trainer.grad_accum=1", f"trainer.zero_stage={zero_stage}"]
-
-
 def main(argv=None) -> dict:
-    return teacher_benchmark(argv, teacher="maskgen", doc=__doc__, axes=AXES, prepare=random_folder,
-                             overrides=grid_point, soft_dimo=SOFT_DIMO, sizes=("l", "xl", "tiny"))
+    return teacher_benchmark(argv, teacher="maskgen", doc=__doc__, axes=[MICRO_BATCHES, ZERO_STAGES], prepare=prepare,
+                             overrides=micro_batch_point, soft_dimo=SOFT_DIMO_GAN_ONLY, sizes=("l", "xl", "tiny"))
 
 
 if __name__ == "__main__":

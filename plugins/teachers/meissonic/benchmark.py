@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.engine_timing import Axis, csv_bools, teacher_benchmark
+from benchmarks.engine_timing import (MICRO_BATCHES, SOFT_DIMO_GAN_ONLY, ZERO_STAGES, Axis, csv_bools,
+                                       micro_batch_point, teacher_benchmark)
 
 TINY = dict(num_layers=1, num_single_layers=2, attention_head_dim=8, num_attention_heads=2, joint_attention_dim=12,
             pooled_projection_dim=16, axes_dims_rope=(2, 2, 4), vocab_size=40, codebook_size=32)
@@ -58,10 +59,7 @@ def random_folder(folder: Path, size: str) -> tuple[Path, int]:
     return folder, 1024 if size == "real" else 8
 
 
-SOFT_DIMO = ("method.rewards=[]", "method.w_gan=1.0", "discriminator=trunk")   # the GAN head on random tokens
-AXES = [Axis("batches", "micro_batch", "2,8", help="micro-batches (one process: the batch)"),
-        Axis("checkpointing", "gradient_checkpointing", "true,false", csv_bools),
-        Axis("stages", "zero_stage", "2,3", help="ZeRO stages")]
+AXES = [MICRO_BATCHES, Axis("checkpointing", "gradient_checkpointing", "true,false", csv_bools), ZERO_STAGES]
 
 
 def prepare(size: str, folder: Path) -> list[str]:
@@ -70,13 +68,12 @@ def prepare(size: str, folder: Path) -> list[str]:
 
 
 def grid_point(micro_batch: int, gradient_checkpointing: bool, zero_stage: int) -> list[str]:
-    return [f"teacher.gradient_checkpointing={gradient_checkpointing}", f"trainer.batch_size={micro_batch}",
-            "trainer.grad_accum=1", f"trainer.zero_stage={zero_stage}"]
+    return [f"teacher.gradient_checkpointing={gradient_checkpointing}", *micro_batch_point(micro_batch, zero_stage)]
 
 
 def main(argv=None) -> dict:
     return teacher_benchmark(argv, teacher="meissonic", doc=__doc__, axes=AXES, prepare=prepare,
-                             overrides=grid_point, soft_dimo=SOFT_DIMO)
+                             overrides=grid_point, soft_dimo=SOFT_DIMO_GAN_ONLY)
 
 
 if __name__ == "__main__":
