@@ -1,9 +1,11 @@
 """The command line as a user meets it: help, plugins, show-config, and bad input -> exit 2, no traceback."""
 import json
+import subprocess
+import sys
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, clean_env, run_cli
 
 
 def test_help_and_plugins_and_show_config(tmp_path):
@@ -58,3 +60,19 @@ def test_generate_from_a_trained_student(tiny_teacher, tmp_path):
 def test_works_outside_the_repository(tmp_path):
     res = run_cli("show-config", "method=dimo", cwd=tmp_path)   # imports come from the installed packages
     assert res.returncode == 0 and "name: dimo" in res.stdout, res.stderr[-1500:]
+
+
+
+def test_a_launched_rank_exits_with_its_code_and_its_output_flushed():
+    """Under a launcher (WORLD_SIZE > 1) core.run leaves through os._exit (core.distributed.exit_process): the exit
+    code and everything printed before it must still arrive through pipes, block-buffered as for a user (no
+    PYTHONUNBUFFERED)."""
+    env = {k: v for k, v in clean_env({"WORLD_SIZE": "2"}).items() if k != "PYTHONUNBUFFERED"}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "core.run", *args], capture_output=True, text=True, env=env,
+                              cwd=ROOT, timeout=300)
+    done = run("show-config")
+    assert done.returncode == 0 and "# config hash:" in done.stdout
+    bad = run("trainer.steps=-1")
+    assert bad.returncode == 2 and "trainer.steps" in bad.stderr
